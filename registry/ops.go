@@ -413,6 +413,7 @@ func (w *writer) resolve(k Kind, id string, c *checked, values map[string]any, p
 	}
 	errs = append(errs, danglingRefs(schemaOf(k), values, "", planned)...)
 	if len(errs) > 0 {
+		sortFieldErrors(errs)
 		return nil, invalid(fmt.Sprintf("invalid %s", k.Singular()), errs...)
 	}
 	if k == KindFunctionResult {

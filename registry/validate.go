@@ -130,6 +130,7 @@ type checked struct {
 func check(k Kind, body map[string]any, prefix string) (*checked, []FieldError) {
 	v := &validator{}
 	c := v.entity(k, body, prefix)
+	sortFieldErrors(v.errs)
 	return c, v.errs
 }
 
@@ -137,6 +138,7 @@ func (v *validator) entity(k Kind, body map[string]any, prefix string) *checked 
 	s := schemaOf(k)
 	c := &checked{kind: k, values: map[string]any{}, children: map[string][]string{}}
 	idField := k.IDField()
+	given := map[string]bool{}
 	for _, name := range sortedKeys(body) {
 		val := body[name]
 		p := join(prefix, name)
@@ -164,17 +166,15 @@ func (v *validator) entity(k Kind, body map[string]any, prefix string) *checked 
 		if val == nil {
 			continue // null means absent
 		}
+		given[name] = true
 		v.value(c, f, val, p)
 	}
 	for _, f := range s.fields {
 		if !f.required {
 			continue
 		}
-		val, ok := c.values[f.name]
-		if !ok || val == "" {
-			if !hasEmbedded(c, f.name) {
-				v.add(join(prefix, f.name), "is required")
-			}
+		if !given[f.name] {
+			v.add(join(prefix, f.name), "is required")
 		}
 	}
 	if k == KindSecurityPolicy {
@@ -185,15 +185,6 @@ func (v *validator) entity(k Kind, body map[string]any, prefix string) *checked 
 		}
 	}
 	return c
-}
-
-func hasEmbedded(c *checked, name string) bool {
-	for _, e := range c.embedded {
-		if e.field == name {
-			return true
-		}
-	}
-	return false
 }
 
 func (v *validator) value(c *checked, f field, val any, p string) {
@@ -307,6 +298,9 @@ func (v *validator) value(c *checked, f field, val any, p string) {
 	case ftRef:
 		if s, ok := str(); ok {
 			if s == "" {
+				if f.required {
+					v.add(p, "is required")
+				}
 				return // "" clears an optional reference
 			}
 			if !ValidID(s) {
@@ -354,6 +348,9 @@ func (v *validator) value(c *checked, f field, val any, p string) {
 		switch x := val.(type) {
 		case string:
 			if x == "" {
+				if f.required {
+					v.add(p, "is required")
+				}
 				return
 			}
 			if !ValidID(x) {
@@ -442,4 +439,8 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+func sortFieldErrors(errs []FieldError) {
+	slices.SortStableFunc(errs, func(a, b FieldError) int { return strings.Compare(a.Field, b.Field) })
 }
