@@ -53,7 +53,6 @@ const (
 	defaultTimeout         = "60s"
 )
 
-
 func schemaOf(k Kind) *kindSchema {
 	switch k {
 	case KindRole:

@@ -1,9 +1,10 @@
 package registry
 
 import (
+	"bytes"
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -20,6 +21,10 @@ const (
 	OpCreate OpType = iota + 1 // create a new entity; 409 if the id exists
 	OpUpdate                   // partial update of an existing entity
 	OpDelete                   // delete, optionally following containment
+	// OpPut makes the entity equal to Body (a mesh document entry):
+	// created when missing, else replaced in full (defaults fill what
+	// Body leaves out; created_at is kept). Unchanged when identical.
+	OpPut
 )
 
 // Op is one operation of a write. Bodies are JSON objects decoded with
@@ -28,8 +33,11 @@ type Op struct {
 	Type    OpType
 	Kind    Kind
 	ID      string         // OpUpdate, OpDelete
-	Body    map[string]any // OpCreate, OpUpdate
+	Body    map[string]any // OpCreate, OpUpdate, OpPut
 	Cascade bool           // OpDelete
+	// IfAbsent makes OpCreate of an existing id a no-op (Unchanged)
+	// instead of a conflict: implied roles of mesh documents.
+	IfAbsent bool
 }
 
 // Outcome says what an operation did.
@@ -172,7 +180,25 @@ func (w *writer) run(op Op) (Result, error) {
 	}
 	switch op.Type {
 	case OpCreate:
+		if op.IfAbsent {
+			if id, _ := op.Body[op.Kind.IDField()].(string); id != "" && w.exists(op.Kind, id) {
+				return w.result(op.Kind, id, Unchanged), nil
+			}
+		}
 		return w.create(op.Kind, op.Body)
+	case OpPut:
+		if op.ID == "" || !ValidID(op.ID) {
+			return Result{}, invalid("invalid id", FieldError{Field: op.Kind.IDField(), Message: idProblem(op.ID)})
+		}
+		if !w.exists(op.Kind, op.ID) {
+			body := maps.Clone(op.Body)
+			if v, ok := body[op.Kind.IDField()]; ok && v != nil && v != "" && v != op.ID {
+				return Result{}, invalid("the id does not match", FieldError{Field: op.Kind.IDField(), Message: fmt.Sprintf("must be %q or absent", op.ID)})
+			}
+			body[op.Kind.IDField()] = op.ID
+			return w.create(op.Kind, body)
+		}
+		return w.rewrite(op.Kind, op.ID, op.Body, false)
 	case OpUpdate:
 		return w.update(op.Kind, op.ID, op.Body)
 	case OpDelete:
@@ -181,28 +207,38 @@ func (w *writer) run(op Op) (Result, error) {
 	return Result{}, invalid(fmt.Sprintf("unknown operation %d", op.Type))
 }
 
-// put logs and applies one entity write.
-func (w *writer) put(k Kind, id string, seq uint64, value map[string]any) error {
-	raw, err := json.Marshal(value)
+// put logs and applies one entity write. A write that would store the
+// same bytes as the current entity is skipped and reports false, so
+// re-applying a document changes nothing and costs no revision.
+func (w *writer) put(k Kind, id string, seq uint64, value map[string]any) (bool, error) {
+	raw, err := encodeCanonical(k, value)
 	if err != nil {
-		return fmt.Errorf("encode %s %q: %w", k, id, err)
+		return false, fmt.Errorf("encode %s %q: %w", k, id, err)
 	}
-	// Round-trip through the typed value so the log holds the canonical
-	// encoding that readers are served.
-	v := newValue(k)
-	if err := json.Unmarshal(raw, v); err != nil {
-		return fmt.Errorf("encode %s %q: %w", k, id, err)
-	}
-	if raw, err = json.Marshal(v); err != nil {
-		return fmt.Errorf("encode %s %q: %w", k, id, err)
+	if prev := getObject(w.txn, k, id); prev != nil && bytes.Equal(prev.JSON, raw) {
+		return false, nil
 	}
 	m := Mutation{Kind: k, ID: id, Seq: seq, Value: raw}
 	if _, err := applyMutation(w.txn, m, w.rev); err != nil {
-		return err
+		return false, err
 	}
 	w.muts = append(w.muts, m)
 	w.changes = append(w.changes, Change{Kind: k, ID: id})
-	return nil
+	return true, nil
+}
+
+// encodeCanonical turns checked values into the stored encoding: the
+// typed entity's JSON, so the log holds exactly what readers are served.
+func encodeCanonical(k Kind, value map[string]any) ([]byte, error) {
+	raw, err := json.Marshal(value)
+	if err != nil {
+		return nil, err
+	}
+	v := newValue(k)
+	if err := json.Unmarshal(raw, v); err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
 }
 
 func (w *writer) remove(k Kind, id string) error {
@@ -253,11 +289,7 @@ func (w *writer) create(k Kind, body map[string]any) (Result, error) {
 		return Result{}, conflict("Resource '%s' already exists", id)
 	}
 	values := c.values
-	for _, f := range schemaOf(k).fields {
-		if _, ok := values[f.name]; !ok && f.def != nil {
-			values[f.name] = cloneDefault(f.def)
-		}
-	}
+	applyDefaults(k, values)
 	p, err := w.resolve(k, id, c, values, nil)
 	if err != nil {
 		return Result{}, err
@@ -267,34 +299,47 @@ func (w *writer) create(k Kind, body map[string]any) (Result, error) {
 		w.seq++
 		seq = w.seq
 	}
-	if err := w.commitPlan(p, seq, "", true); err != nil {
+	if _, err := w.commitPlan(p, seq, "", true); err != nil {
 		return Result{}, err
 	}
 	return w.result(k, id, Created), nil
 }
 
 func (w *writer) update(k Kind, id string, patch map[string]any) (Result, error) {
+	return w.rewrite(k, id, patch, true)
+}
+
+// rewrite updates an existing entity: a partial update (merge) or a full
+// replacement by a document's body (defaults fill what it leaves out).
+func (w *writer) rewrite(k Kind, id string, body map[string]any, merge bool) (Result, error) {
 	prev := getObject(w.txn, k, id)
 	if prev == nil {
 		return Result{}, notFound(id)
 	}
 	idField := k.IDField()
-	if v, ok := patch[idField]; ok && v != nil && v != "" && v != id {
+	if v, ok := body[idField]; ok && v != nil && v != "" && v != id {
 		return Result{}, invalid("the id cannot be changed", FieldError{Field: idField, Message: fmt.Sprintf("must be %q (the id in the path) or absent", id)})
 	}
 	var stored map[string]any
 	if err := decodeJSON(prev.JSON, &stored); err != nil {
 		return Result{}, fmt.Errorf("decode stored %s %q: %w", k, id, err)
 	}
-	merged := mergePatch(stored, patch)
-	delete(merged, idField)
-	c, errs := check(k, merged, "")
+	next := body
+	if merge {
+		next = mergePatch(stored, body)
+	}
+	next = maps.Clone(next)
+	delete(next, idField)
+	c, errs := check(k, next, "")
 	if len(errs) > 0 {
 		return Result{}, invalid(fmt.Sprintf("invalid %s", k.Singular()), errs...)
 	}
+	if !merge {
+		applyDefaults(k, c.values)
+	}
 	// Only children asserted by this request are checked, not the stored
 	// (derived) lists.
-	pc, _ := check(k, onlyChildren(k, patch), "")
+	pc, _ := check(k, onlyChildren(k, body), "")
 	c.children = pc.children
 	p, err := w.resolve(k, id, c, c.values, prev)
 	if err != nil {
@@ -302,32 +347,22 @@ func (w *writer) update(k Kind, id string, patch map[string]any) (Result, error)
 	}
 	createdAt, _ := stored["created_at"].(string)
 	timestamp, _ := stored["timestamp"].(string)
-	if err := w.commitPlan(p, prev.Seq, firstNonEmpty(createdAt, timestamp), false); err != nil {
+	changed, err := w.commitPlan(p, prev.Seq, firstNonEmpty(createdAt, timestamp), false)
+	if err != nil {
 		return Result{}, err
 	}
-	if w.unchanged(prev, k, id) {
+	if !changed {
 		return w.result(k, id, Unchanged), nil
 	}
 	return w.result(k, id, Updated), nil
 }
 
-// unchanged reports whether the last mutation rewrote prev byte for byte,
-// and if so drops it from the record.
-func (w *writer) unchanged(prev *Object, k Kind, id string) bool {
-	if len(w.muts) == 0 {
-		return false
+func applyDefaults(k Kind, values map[string]any) {
+	for _, f := range schemaOf(k).fields {
+		if _, ok := values[f.name]; !ok && f.def != nil {
+			values[f.name] = cloneDefault(f.def)
+		}
 	}
-	last := w.muts[len(w.muts)-1]
-	if last.Kind != k || last.ID != id || string(last.Value) != string(prev.JSON) {
-		return false
-	}
-	// Put the previous object back so its revision is not bumped.
-	if err := w.txn.Insert(string(k), prev); err != nil {
-		return false
-	}
-	w.muts = w.muts[:len(w.muts)-1]
-	w.changes = w.changes[:len(w.changes)-1]
-	return true
 }
 
 func firstNonEmpty(s ...string) string {
@@ -487,11 +522,7 @@ func (w *writer) resolveEmbedded(owner string, e embedded) (plannedEmbed, error)
 		}
 	}
 	values := c.values
-	for _, f := range schemaOf(e.kind).fields {
-		if _, ok := values[f.name]; !ok && f.def != nil {
-			values[f.name] = cloneDefault(f.def)
-		}
-	}
+	applyDefaults(e.kind, values)
 	if errs := danglingRefs(schemaOf(e.kind), values, e.field, w.exists); len(errs) > 0 {
 		return plannedEmbed{}, invalid("invalid embedded object", errs...)
 	}
@@ -547,17 +578,19 @@ func normalizeEmpty(v any) any {
 }
 
 // commitPlan writes an entity and its new embedded entities, and trims
-// history beyond the limit.
-func (w *writer) commitPlan(p *plan, seq uint64, createdAt string, isNew bool) error {
+// history beyond the limit. It reports whether anything changed.
+func (w *writer) commitPlan(p *plan, seq uint64, createdAt string, isNew bool) (bool, error) {
+	changed := false
 	for _, e := range p.embedded {
 		if !e.create {
 			continue
 		}
 		e.values[e.kind.IDField()] = e.id
 		e.values["created_at"] = w.now
-		if err := w.put(e.kind, e.id, 0, e.values); err != nil {
-			return err
+		if _, err := w.put(e.kind, e.id, 0, e.values); err != nil {
+			return false, err
 		}
+		changed = true
 	}
 	values := p.values
 	values[p.kind.IDField()] = p.id
@@ -569,13 +602,15 @@ func (w *writer) commitPlan(p *plan, seq uint64, createdAt string, isNew bool) e
 		createdAt = w.now
 	}
 	values[stamp] = createdAt
-	if err := w.put(p.kind, p.id, seq, values); err != nil {
-		return err
+	ok, err := w.put(p.kind, p.id, seq, values)
+	if err != nil {
+		return false, err
 	}
+	changed = changed || ok
 	if isNew && p.kind.History() {
-		return w.trimHistory(p.kind, values[schemaOf(p.kind).owner].(string))
+		return changed, w.trimHistory(p.kind, values[schemaOf(p.kind).owner].(string))
 	}
-	return nil
+	return changed, nil
 }
 
 // trimHistory deletes an owner's oldest history entries beyond the limit;

@@ -54,7 +54,9 @@ type Registry struct {
 	snapRev   uint64 // revision of the last snapshot taken or started
 	snapping  bool
 	failed    chan struct{}
-	closeOnce sync.Once
+	closeOnce sync.Once // closes failed
+	closing   sync.Once
+	closeErr  error
 	bg        sync.WaitGroup
 }
 
@@ -162,8 +164,14 @@ func (r *Registry) Err() error {
 	return r.broken
 }
 
-// Close waits for background snapshots and closes the store.
+// Close waits for background work and closes the store. Later calls
+// return the first call's result.
 func (r *Registry) Close() error {
+	r.closing.Do(func() { r.closeErr = r.close() })
+	return r.closeErr
+}
+
+func (r *Registry) close() error {
 	r.mu.Lock()
 	if r.broken == nil {
 		r.broken = errors.New("registry closed")

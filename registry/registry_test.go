@@ -416,3 +416,34 @@ func TestSubscribeFiltersByKind(t *testing.T) {
 		t.Fatalf("events = %v", got)
 	}
 }
+
+func TestPutIsDeclarative(t *testing.T) {
+	r := open(t, &logStore{})
+	seed(t, r)
+	put := func(k registry.Kind, id, js string) registry.Op {
+		return registry.Op{Type: registry.OpPut, Kind: k, ID: id, Body: body(t, js)}
+	}
+	res := mustDo(t, r,
+		put(registry.KindRole, "analyst", `{"name":"Analyst","permissions":["read:report_*"]}`),
+		put(registry.KindRole, "new-role", `{"name":"New"}`),
+		put(registry.KindFunction, "f1", `{"microservice_id":"m1","endpoint_id":"e1","resources":{"cpu":1,"ram":"512MB"}}`),
+		registry.Op{Type: registry.OpCreate, Kind: registry.KindRole, IfAbsent: true, Body: body(t, `{"role_id":"ml-engineer","name":"ml-engineer"}`)},
+	)
+	want := []registry.Outcome{registry.Unchanged, registry.Created, registry.Unchanged, registry.Unchanged}
+	for i, w := range want {
+		if res[i].Outcome != w {
+			t.Fatalf("op %d: outcome %s, want %s", i, res[i].Outcome, w)
+		}
+	}
+	// A full replacement drops what the body leaves out.
+	res = mustDo(t, r, put(registry.KindFunction, "f1", `{"microservice_id":"m1"}`))
+	f := res[0].Value.(*registry.Function)
+	if res[0].Outcome != registry.Updated || f.EndpointID != "" || f.Resources != nil || f.Timeout != "60s" {
+		t.Fatalf("replace: %s %+v", res[0].Outcome, f)
+	}
+	rev := r.Revision()
+	mustDo(t, r, put(registry.KindFunction, "f1", `{"microservice_id":"m1"}`))
+	if r.Revision() != rev {
+		t.Fatal("re-applying an identical body used a revision")
+	}
+}
