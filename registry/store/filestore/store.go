@@ -240,17 +240,21 @@ func (s *Store) flusher() {
 	defer close(s.done)
 	for {
 		s.mu.Lock()
-		buf, n, b, last, rot := s.buf, s.queued, s.cur, s.appended, s.rotate
-		closed, broken := s.closed, s.broken
-		s.buf, s.queued, s.cur, s.rotate = s.spare[:0], 0, nil, nil
-		s.mu.Unlock()
-		if len(buf) == 0 && len(rot) == 0 {
+		if len(s.buf) == 0 && len(s.rotate) == 0 {
+			closed := s.closed
+			s.mu.Unlock()
 			if closed {
 				return
 			}
 			<-s.wake
 			continue
 		}
+		// Swap in the spare buffer: Append fills one while the flusher
+		// writes the other.
+		buf, n, b, last, rot, broken := s.buf, s.queued, s.cur, s.appended, s.rotate, s.broken
+		s.buf, s.queued, s.cur, s.rotate = s.spare[:0], 0, nil, nil
+		s.spare = nil
+		s.mu.Unlock()
 		err := broken
 		if err == nil && len(buf) > 0 {
 			err = s.write(buf, n, last)
