@@ -61,6 +61,9 @@ type Result struct {
 	Value any
 	// Err is set only by DoEach, for an operation that was refused.
 	Err error
+	// Changes lists every entity the operation wrote: the entity itself,
+	// embedded policies and storage it created, cascaded deletes.
+	Changes []Change
 }
 
 // Change is one entity written by a committed revision.
@@ -74,16 +77,22 @@ type Change struct {
 // committed in one durable record, or none is and the error of the first
 // failing op is returned (its Index says which).
 func (r *Registry) Do(ctx context.Context, ops ...Op) ([]Result, error) {
-	return r.do(ctx, ops, false)
+	return r.do(ctx, ops, false, false)
+}
+
+// DryRun resolves ops exactly as Do would, reports the same results or
+// error, and commits nothing.
+func (r *Registry) DryRun(ctx context.Context, ops ...Op) ([]Result, error) {
+	return r.do(ctx, ops, false, true)
 }
 
 // DoEach applies every op that succeeds, all in one durable record, and
 // reports each op's own outcome or error in order.
 func (r *Registry) DoEach(ctx context.Context, ops ...Op) ([]Result, error) {
-	return r.do(ctx, ops, true)
+	return r.do(ctx, ops, true, false)
 }
 
-func (r *Registry) do(ctx context.Context, ops []Op, each bool) ([]Result, error) {
+func (r *Registry) do(ctx context.Context, ops []Op, each, dryRun bool) ([]Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, unavailable("request cancelled", err)
 	}
@@ -96,7 +105,9 @@ func (r *Registry) do(ctx context.Context, ops []Op, each bool) ([]Result, error
 	w := &writer{r: r, txn: r.db.Txn(true), rev: r.rev + 1, seq: r.seq, now: r.now().UTC().Format(timeFormat)}
 	results := make([]Result, len(ops))
 	for i, op := range ops {
+		mark := len(w.changes)
 		res, err := w.run(op)
+		res.Changes = slices.Clone(w.changes[mark:])
 		if err != nil {
 			var e *Error
 			if !asError(err, &e) {
@@ -113,7 +124,7 @@ func (r *Registry) do(ctx context.Context, ops []Op, each bool) ([]Result, error
 		}
 		results[i] = res
 	}
-	if len(w.muts) == 0 {
+	if len(w.muts) == 0 || dryRun {
 		w.txn.Abort()
 		r.mu.Unlock()
 		return results, nil
