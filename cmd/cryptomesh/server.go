@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/cryptomesh/cryptomesh/api"
+	"github.com/cryptomesh/cryptomesh/registry"
+	"github.com/cryptomesh/cryptomesh/registry/store/filestore"
+)
+
+type serverConfig struct {
+	addr          string
+	dataDir       string
+	store         string
+	tokenFiles    listFlag
+	tokens        listFlag
+	insecure      bool
+	corsOrigins   listFlag
+	historyLimit  int
+	snapshotEvery uint64
+	logLevel      string
+	logFormat     string
+	shutdownGrace time.Duration
+}
+
+func serverFlags(cfg *serverConfig, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:19000", "address of the REST API and /metrics")
+	fs.StringVar(&cfg.dataDir, "data-dir", "./data", "directory of the embedded store and the generated admin token")
+	fs.StringVar(&cfg.store, "store", "embedded", "registry store: embedded")
+	fs.Var(&cfg.tokenFiles, "api-token-file", "file of admin tokens, one per line (repeatable, comma-separated; re-read when changed)")
+	fs.Var(&cfg.tokens, "api-token", "an admin token given literally, for tests (repeatable)")
+	fs.BoolVar(&cfg.insecure, "insecure", false, "allow plain HTTP on a non-loopback address")
+	fs.Var(&cfg.corsOrigins, "cors-origins", "browser origins allowed to call the API (comma-separated)")
+	fs.IntVar(&cfg.historyLimit, "history-limit", registry.DefaultHistoryLimit, "states and results kept per endpoint or function")
+	fs.Uint64Var(&cfg.snapshotEvery, "snapshot-every", 10000, "write a store snapshot after this many revisions (0: never)")
+	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
+	fs.DurationVar(&cfg.shutdownGrace, "shutdown-grace", 10*time.Second, "how long in-flight requests may finish after SIGTERM")
+	fs.Usage = usageWithEnv(fs, "cryptomesh server [flags]")
+	return fs
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", level)}
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", format)}
+}
+
+// isLoopback reports whether addr's host only accepts local connections.
+func isLoopback(addr string) (bool, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, fmt.Errorf("address %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return true, nil
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback(), nil
+}
+
+func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
+	var cfg serverConfig
+	fs := serverFlags(&cfg, stderr)
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	log, err := newLogger(stderr, cfg.logLevel, cfg.logFormat)
+	if err != nil {
+		return err
+	}
+	if cfg.store != "embedded" {
+		return usageError{fmt.Errorf("--store %q is not available in this build; use embedded", cfg.store)}
+	}
+	local, err := isLoopback(cfg.addr)
+	if err != nil {
+		return usageError{err}
+	}
+	if !local && !cfg.insecure {
+		return usageError{fmt.Errorf("refusing to serve plain HTTP on %s, which is reachable beyond this machine: tokens would cross the network in clear text; bind a loopback address or pass --insecure", cfg.addr)}
+	}
+	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+
+	tokenFiles := []string(cfg.tokenFiles)
+	if len(tokenFiles) == 0 && len(cfg.tokens) == 0 {
+		path := filepath.Join(cfg.dataDir, "admin-token")
+		created, err := api.EnsureTokenFile(path)
+		if err != nil {
+			return fmt.Errorf("admin token: %w", err)
+		}
+		abs, _ := filepath.Abs(path)
+		if created {
+			log.Info("created an admin token; send it as 'Authorization: Bearer <token>'", "token_file", abs)
+		} else {
+			log.Info("using the admin token", "token_file", abs)
+		}
+		tokenFiles = []string{path}
+	}
+	tokens, err := api.NewAdminTokens(tokenFiles, cfg.tokens, log)
+	if err != nil {
+		return fmt.Errorf("admin tokens: %w", err)
+	}
+
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	store, err := filestore.Open(filepath.Join(cfg.dataDir, "registry"), filestore.WithLogger(log))
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	reg, err := registry.Open(ctx, store,
+		registry.WithLogger(log),
+		registry.WithHistoryLimit(cfg.historyLimit),
+		registry.WithSnapshotEvery(cfg.snapshotEvery),
+		registry.WithRegisterer(promReg),
+	)
+	if err != nil {
+		store.Close()
+		return err
+	}
+	defer reg.Close()
+
+	srv, err := api.New(reg,
+		api.WithLogger(log),
+		api.WithRegisterer(promReg),
+		api.WithGatherer(promReg),
+		api.WithAuthenticator(tokens),
+		api.WithCORSOrigins(cfg.corsOrigins),
+	)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
+	}
+	httpSrv := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
+	scheme := "http"
+	log.Info("serving API", "addr", ln.Addr().String(), "url", scheme+"://"+ln.Addr().String()+"/api/v1", "data_dir", cfg.dataDir)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "grace", cfg.shutdownGrace)
+	case err := <-serveErr:
+		runErr = fmt.Errorf("serve API: %w", err)
+	case <-reg.Failed():
+		runErr = fmt.Errorf("registry store failed: %w", reg.Err())
+	}
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.shutdownGrace)
+	defer cancel()
+	if err := httpSrv.Shutdown(shutCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("shutdown", "error", err)
+	}
+	if err := reg.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
