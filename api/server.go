@@ -1,0 +1,155 @@
+// Package api serves the control plane's REST API (SPEC §2): the entity
+// routes of every registry kind, latest states, batched reports from
+// proxies, health and readiness probes and the Prometheus metrics.
+//
+// It owns the HTTP side only: routing, body and query parsing, the error
+// shape, authentication and authorization, CORS, request metrics and
+// logs. Every rule about the entities themselves lives in package
+// registry; the API passes bodies through as decoded JSON and maps the
+// registry's error codes to HTTP statuses.
+//
+// A request passes, outside in: instrument (panic recovery, metrics,
+// request log) → cors → cleanPaths (no redirects) → the ServeMux → the
+// route's method dispatch (405, preflight) → authorize (401/403) → the
+// handler.
+package api
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/cryptomesh/cryptomesh/registry"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Server is the REST API over one registry.
+type Server struct {
+	reg       *registry.Registry
+	log       *slog.Logger
+	authn     []Authenticator
+	origins   map[string]bool
+	maxBody   int64
+	readiness []readinessCheck
+
+	registerer prometheus.Registerer
+	gatherer   prometheus.Gatherer
+	metrics    *metrics
+
+	// optErrs collects invalid options so New can report them all.
+	optErrs    []error
+	corsConfig []string
+
+	handler http.Handler
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithLogger sets the logger for request logs and server-side errors.
+func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+
+// WithRegisterer registers the API metrics on reg instead of a private
+// registry. If reg is also a prometheus.Gatherer (a *prometheus.Registry
+// is) /metrics serves it, unless WithGatherer says otherwise.
+func WithRegisterer(reg prometheus.Registerer) Option {
+	return func(s *Server) { s.registerer = reg }
+}
+
+// WithGatherer sets what /metrics serves; it should include the
+// registerer's metrics and those of the registry and other components.
+func WithGatherer(g prometheus.Gatherer) Option { return func(s *Server) { s.gatherer = g } }
+
+// WithAuthenticator adds an Authenticator. They are asked in the order
+// given; at least one is required, since the API has no unauthenticated
+// mode (SPEC §2).
+func WithAuthenticator(a Authenticator) Option {
+	return func(s *Server) {
+		if a == nil {
+			s.optErrs = append(s.optErrs, errors.New("WithAuthenticator: nil authenticator"))
+			return
+		}
+		s.authn = append(s.authn, a)
+	}
+}
+
+// WithCORSOrigins sets the browser origins allowed to call the API
+// (`--cors-origins`), each exactly as browsers send it
+// ("https://ui.example.com"). Requests from other origins are refused.
+func WithCORSOrigins(origins []string) Option {
+	return func(s *Server) { s.corsConfig = append(s.corsConfig, origins...) }
+}
+
+// WithMaxBodyBytes sets the request body limit (default 1 MiB).
+func WithMaxBodyBytes(n int64) Option {
+	return func(s *Server) {
+		if n <= 0 {
+			s.optErrs = append(s.optErrs, fmt.Errorf("WithMaxBodyBytes: limit must be positive, not %d", n))
+			return
+		}
+		s.maxBody = n
+	}
+}
+
+// WithReadiness adds a component to /readyz: check returns nil while the
+// component serves, else what is wrong, which /readyz shows under name.
+// Checks are called on every probe and must be quick.
+func WithReadiness(name string, check func() error) Option {
+	return func(s *Server) {
+		if name == "" || name == "registry" || check == nil {
+			s.optErrs = append(s.optErrs, fmt.Errorf("WithReadiness: need a name other than %q and a check", "registry"))
+			return
+		}
+		s.readiness = append(s.readiness, readinessCheck{name: name, check: check})
+	}
+}
+
+// New returns the API server for reg.
+func New(reg *registry.Registry, opts ...Option) (*Server, error) {
+	if reg == nil {
+		return nil, errors.New("api: no registry")
+	}
+	s := &Server{reg: reg, maxBody: DefaultMaxBodyBytes}
+	for _, o := range opts {
+		o(s)
+	}
+	if len(s.authn) == 0 {
+		s.optErrs = append(s.optErrs, errors.New("no authenticator: the API has no unauthenticated mode; use WithAuthenticator"))
+	}
+	origins, err := checkOrigins(s.corsConfig)
+	if err != nil {
+		s.optErrs = append(s.optErrs, err)
+	}
+	s.origins = origins
+	if len(s.optErrs) > 0 {
+		return nil, fmt.Errorf("api: %w", errors.Join(s.optErrs...))
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.registerer == nil {
+		// A private registry rather than the global default: library code
+		// never registers globally, and tests may build many servers.
+		private := prometheus.NewRegistry()
+		s.registerer = private
+		if s.gatherer == nil {
+			s.gatherer = private
+		}
+	}
+	if s.gatherer == nil {
+		g, ok := s.registerer.(prometheus.Gatherer)
+		if !ok {
+			return nil, errors.New("api: the registerer is not a Gatherer; add WithGatherer for /metrics")
+		}
+		s.gatherer = g
+	}
+	if s.metrics, err = newMetrics(s.registerer); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	s.handler = s.instrument(s.cors(s.cleanPaths(s.buildMux())))
+	return s, nil
+}
+
+// Handler returns the HTTP handler of the whole API.
+func (s *Server) Handler() http.Handler { return s.handler }
