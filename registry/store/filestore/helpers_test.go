@@ -24,6 +24,9 @@ import (
 
 const testDir = "/data"
 
+// discard is for tests that provoke warnings on purpose.
+var discard = slog.New(slog.DiscardHandler)
+
 // logBuffer collects log output, safe for concurrent use.
 type logBuffer struct {
 	mu  sync.Mutex
@@ -120,8 +123,12 @@ func sortMutations(ms []registry.Mutation) []registry.Mutation {
 
 // entities yields the state after rev, as Snapshot takes it.
 func (md *model) entities(rev uint64) iter.Seq2[registry.Mutation, error] {
+	return seqOf(md.state(rev))
+}
+
+func seqOf(ms []registry.Mutation) iter.Seq2[registry.Mutation, error] {
 	return func(yield func(registry.Mutation, error) bool) {
-		for _, m := range md.state(rev) {
+		for _, m := range ms {
 			if !yield(m, nil) {
 				return
 			}

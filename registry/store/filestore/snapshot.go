@@ -28,6 +28,10 @@ import (
 //  4. sealed segments that hold no revision above rev, and older
 //     snapshots, are removed (Load tolerates any subset of them gone).
 //
+// A file that cannot be removed in step 4 is logged and left for Load or
+// the next snapshot: the snapshot itself is durable by then, so Snapshot
+// still succeeds.
+//
 // Snapshot at revision 0 has nothing to record and does nothing.
 func (s *Store) Snapshot(ctx context.Context, rev uint64, entities iter.Seq2[registry.Mutation, error]) error {
 	if rev == 0 {
@@ -78,14 +82,13 @@ func (s *Store) Snapshot(ctx context.Context, rev uint64, entities iter.Seq2[reg
 	if err := s.writeSnapshot(ctx, tmp, rev, entities); err != nil {
 		// The temp file was never renamed, so nothing depends on it, and
 		// a failed fsync of it does not touch the log: the store goes on.
-		if rerr := s.fs.Remove(tmp); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-			s.log.Warn("filestore: removing a failed snapshot's temp file failed", "file", tmp, "error", rerr)
-		}
+		s.removeTemp(tmp)
 		return err
 	}
 
 	// Step 3.
 	if err := s.fs.Rename(tmp, final); err != nil {
+		s.removeTemp(tmp)
 		return fmt.Errorf("filestore: snapshot at revision %d: rename into place: %w", rev, err)
 	}
 	if err := s.fs.SyncDir(s.dir); err != nil {
@@ -115,11 +118,23 @@ func (s *Store) Snapshot(ctx context.Context, rev uint64, entities iter.Seq2[reg
 			obsolete = append(obsolete, filepath.Join(s.dir, snapshotName(r)))
 		}
 	}
+	for _, name := range l.temps {
+		// Left by an earlier snapshot whose cleanup failed.
+		obsolete = append(obsolete, filepath.Join(s.dir, name))
+	}
 	if err := s.removeAll(obsolete); err != nil {
 		return s.fail(err)
 	}
 	s.snapshots.Add(1)
 	return nil
+}
+
+// removeTemp removes the temp file of a failed snapshot. Failing that, it
+// stays until Load or the next snapshot removes it.
+func (s *Store) removeTemp(tmp string) {
+	if err := s.fs.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("filestore: removing a failed snapshot's temp file failed", "file", tmp, "error", err)
+	}
 }
 
 // writeSnapshot writes and fsyncs the snapshot file: a head frame with the
