@@ -192,12 +192,14 @@ func TestPartialUpdate(t *testing.T) {
 	e.must(e.post("/api/v1/roles", map[string]any{"role_id": "r2", "name": "writer"}), http.StatusCreated)
 
 	t.Run("resources merge field by field", func(t *testing.T) {
+		e := e.in(t)
 		got := object(t, e.must(e.put("/api/v1/endpoints/e1", map[string]any{"resources": map[string]any{"ram": "8GB"}}), http.StatusOK))
 		if !jsonEqual(got["resources"], map[string]any{"cpu": 2, "ram": "8GB"}) {
 			t.Errorf("resources = %v, want cpu 2 kept, ram 8GB", got["resources"])
 		}
 	})
 	t.Run("null leaves a field unchanged", func(t *testing.T) {
+		e := e.in(t)
 		got := object(t, e.must(e.put("/api/v1/endpoints/e1", map[string]any{"name": nil, "image": "img:2", "resources": map[string]any{"cpu": nil, "ram": "16GB"}}), http.StatusOK))
 		if got["name"] != "gpu" || got["image"] != "img:2" {
 			t.Errorf("name %v image %v, want gpu and img:2", got["name"], got["image"])
@@ -207,6 +209,7 @@ func TestPartialUpdate(t *testing.T) {
 		}
 	})
 	t.Run("lists are replaced", func(t *testing.T) {
+		e := e.in(t)
 		got := object(t, e.must(e.put("/api/v1/security-policies/p1", map[string]any{"roles": []any{"r2"}}), http.StatusOK))
 		if !jsonEqual(got["roles"], []any{"r2"}) {
 			t.Errorf("roles = %v, want [r2]", got["roles"])
@@ -216,6 +219,7 @@ func TestPartialUpdate(t *testing.T) {
 		}
 	})
 	t.Run("maps are replaced", func(t *testing.T) {
+		e := e.in(t)
 		e.must(e.put("/api/v1/function-states/fs1", map[string]any{"metadata": map[string]any{"a": "1", "b": "2"}}), http.StatusOK)
 		got := object(t, e.must(e.put("/api/v1/function-states/fs1", map[string]any{"metadata": map[string]any{"c": "3"}}), http.StatusOK))
 		if !jsonEqual(got["metadata"], map[string]any{"c": "3"}) {
@@ -223,12 +227,14 @@ func TestPartialUpdate(t *testing.T) {
 		}
 	})
 	t.Run("the id may be repeated but not changed", func(t *testing.T) {
+		e := e.in(t)
 		e.must(e.put("/api/v1/roles/r2", map[string]any{"role_id": "r2", "name": "w"}), http.StatusOK)
 		before := e.snapshot()
 		errorOf(t, e.put("/api/v1/roles/r2", map[string]any{"role_id": "r3"}), http.StatusUnprocessableEntity).field(t, "role_id")
 		e.unchangedSince(before)
 	})
 	t.Run("an identical update writes nothing", func(t *testing.T) {
+		e := e.in(t)
 		before := e.snapshot()
 		e.must(e.put("/api/v1/roles/r2", map[string]any{"name": "w"}), http.StatusOK)
 		e.unchangedSince(before)

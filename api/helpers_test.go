@@ -53,9 +53,9 @@ func (b *syncBuffer) String() string {
 }
 
 type envConfig struct {
-	apiOpts  []api.Option
-	noAdmin  bool // do not add the default literal-token authenticator
-	regOpts  []registry.Option
+	apiOpts []api.Option
+	noAdmin bool // do not add the default literal-token authenticator
+	regOpts []registry.Option
 }
 
 type envOption func(*envConfig)
@@ -341,4 +341,11 @@ func (e *env) unchangedSince(before snapshot) {
 			e.t.Errorf("%s changed:\nbefore %s\nafter  %s", p, b, after.lists[p])
 		}
 	}
+}
+
+// in returns e reporting to t, for use inside subtests.
+func (e *env) in(t *testing.T) *env {
+	c := *e
+	c.t = t
+	return &c
 }
