@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -114,4 +115,36 @@ func MayIssue(cred NodeCredential, requested spiffeid.ID) bool {
 		return false
 	}
 	return requested != ControlPlaneID(requested.TrustDomain())
+}
+
+// RoleMatcher matches the IDs that act in role: the role's own ID and every
+// endpoint ID under it (spiffe://<td>/role/<R>/...), as RBAC principals do.
+// A plain string prefix would let role "ml" match "ml2"; the separator is
+// part of the prefix for that reason.
+func RoleMatcher(td spiffeid.TrustDomain, role string) spiffeid.Matcher {
+	return func(id spiffeid.ID) error {
+		want, err := RoleID(td, role)
+		if err != nil {
+			return err
+		}
+		if id == want || (id.MemberOf(td) && strings.HasPrefix(id.Path(), want.Path()+"/")) {
+			return nil
+		}
+		return fmt.Errorf("%s does not act in role %s", id, role)
+	}
+}
+
+// EndpointMatcher matches the server identity of endpoint E by the suffix
+// /endpoint/<E> (whatever E's role), as clients check servers.
+func EndpointMatcher(td spiffeid.TrustDomain, endpoint string) spiffeid.Matcher {
+	return func(id spiffeid.ID) error {
+		b, err := BindingFromID(td, id)
+		if err != nil {
+			return err
+		}
+		if b.Kind != BindEndpoint || b.Name != endpoint {
+			return fmt.Errorf("%s is not endpoint %s", id, endpoint)
+		}
+		return nil
+	}
 }
