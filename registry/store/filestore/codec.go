@@ -261,7 +261,7 @@ func (fr *frameReader) next() ([]byte, int64, error) {
 	n := int64(binary.LittleEndian.Uint32(fr.hdr[0:4]))
 	body := remaining - frameHeaderSize
 	if n > body {
-		return nil, off, fr.pastEOF(off, n, body)
+		return nil, off, fr.damaged(off, nil, fmt.Sprintf("frame length %d runs past the end of the file (%d bytes present)", n, body))
 	}
 	if n > maxFramePayload {
 		return nil, off, fr.corrupt(off, "frame length %d exceeds the %d byte limit", n, maxFramePayload)
@@ -274,31 +274,38 @@ func (fr *frameReader) next() ([]byte, int64, error) {
 		if n == body {
 			return nil, off, &tornError{off, "checksum mismatch on the final frame"}
 		}
-		return nil, off, fr.corrupt(off, "checksum mismatch with %d more bytes after the frame", body-n)
+		return nil, off, fr.damaged(off, payload, "checksum mismatch")
 	}
 	fr.off = off + frameHeaderSize + n
 	return payload, off, nil
 }
 
-// pastEOF handles a length field that points past the end of the file.
-// That is what a torn final write looks like, but a corrupt length in the
-// middle of the file looks the same; the two differ in whether a valid
-// frame follows, so the rest of the file is searched for one before the
-// tail is declared torn.
-func (fr *frameReader) pastEOF(off, n, body int64) error {
-	if body > maxFramePayload {
-		// A torn frame is shorter than the longest legal frame.
-		return fr.corrupt(off, "frame length %d runs past the end of the file, %d bytes away", n, body)
+// damaged classifies a bad frame at off that the file does not end with
+// (a length past the end, or a checksum mismatch with bytes after it).
+// A torn write looks like that: its prefix reached the disk and the rest
+// is missing, or garbage or zeros where the file was extended but not
+// written. A corrupt frame in the middle of the log looks the same, but
+// has valid frames after it. So the rest of the file is searched for a
+// valid frame, from the byte after off since the length field itself may
+// be what is damaged: if one is found the damage is corruption, and if
+// none is, the tail is torn. consumed is what was read past the header.
+func (fr *frameReader) damaged(off int64, consumed []byte, reason string) error {
+	remaining := fr.size - off
+	if remaining > maxFramePayload+frameHeaderSize {
+		// No single write of the log is that long, so this is no torn
+		// write; this also bounds the memory the search takes.
+		return fr.corrupt(off, "%s, %d bytes before the end of the file", reason, remaining)
 	}
-	rest := make([]byte, frameHeaderSize-1+body)
+	rest := make([]byte, remaining-1)
 	copy(rest, fr.hdr[1:])
-	if _, err := io.ReadFull(fr.r, rest[frameHeaderSize-1:]); err != nil {
+	copy(rest[frameHeaderSize-1:], consumed)
+	if _, err := io.ReadFull(fr.r, rest[frameHeaderSize-1+len(consumed):]); err != nil {
 		return fr.readErr(off, err)
 	}
 	if p, ok := findFrame(rest); ok {
-		return fr.corrupt(off, "frame length %d runs past the end of the file, but a valid frame follows at offset %d", n, off+1+int64(p))
+		return fr.corrupt(off, "%s, and a valid frame follows at offset %d", reason, off+1+int64(p))
 	}
-	return &tornError{off, fmt.Sprintf("frame length %d runs past the end of the file (%d bytes present)", n, body)}
+	return &tornError{off, reason + ", and nothing valid follows"}
 }
 
 // findFrame reports the first position in b where a complete frame with a

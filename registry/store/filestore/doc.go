@@ -46,14 +46,19 @@
 // record's, have been fsynced, and only in a segment whose directory entry
 // was fsynced; so a crash can only lose unacknowledged records, and only
 // from the end. What a crash can leave at the end of the newest segment is
-// a torn group write: a prefix of it. Its complete frames verify and are
-// kept (they are the next records in order, so the recovered log is still
-// a prefix of what was appended); its incomplete last frame is cut off by
-// Load with a warning. A sealed segment was fsynced in full before its
-// successor existed, so damage there, or any checksum failure with valid
-// data after it, is not a torn write but corruption: Load stops with a
+// a torn group write: a prefix of it, perhaps followed by zeros or garbage
+// where the file was extended but never written. Its complete frames
+// verify and are kept (they are the next records in order, so the
+// recovered log is still a prefix of what was appended); its first bad
+// frame and everything after it are cut off by Load, with a warning.
+//
+// Anything else is corruption, not a torn write: a bad frame followed by
+// a valid one, or any damage in a sealed segment (which was fsynced in
+// full before its successor existed). Load then stops with a
 // *CorruptError naming the file and byte offset rather than silently drop
-// acknowledged records.
+// acknowledged records. Since a damaged length field can make a frame in
+// the middle look like the last one, Load searches the bytes after a bad
+// frame for a valid frame before it calls the tail torn.
 //
 // Snapshot writes a temp file, fsyncs it, renames it into place and fsyncs
 // the directory, and only then removes the segments that hold no revision

@@ -610,6 +610,8 @@ func TestLogShape(t *testing.T) {
 		{"no start", [][]byte{frames(2, 3)}, "starts at revision 2 with no snapshot", 0},
 		{"torn sealed segment", [][]byte{frames(1, 2)[:30], frames(3)}, "in a sealed segment", 0},
 		{"torn newest segment", [][]byte{frames(1, 2), frames(3, 4)[:40]}, "", 3},
+		{"zeros after the newest segment", [][]byte{frames(1, 2), append(frames(3, 4), make([]byte, 100)...)}, "", 4},
+		{"zeros between records", [][]byte{append(append(frames(1, 2), make([]byte, 100)...), frames(3)...)}, "a valid frame follows", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
