@@ -48,7 +48,7 @@ func TestCompatibilityInput(t *testing.T) {
 		rev := e.reg.Revision()
 		e.must(e.put("/api/v1/endpoints/eA", map[string]any{"security_policy": policy, "name": "again"}), http.StatusOK)
 		ep := object(t, e.must(e.post("/api/v1/endpoints", map[string]any{
-			"endpoint_id": "eB",
+			"endpoint_id":     "eB",
 			"security_policy": map[string]any{"sp_id": "p1", "roles": []any{"r1"}, "requires_authentication": true},
 		}), http.StatusCreated))
 		if ep["security_policy"] != "p1" {

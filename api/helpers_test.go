@@ -349,3 +349,15 @@ func (e *env) in(t *testing.T) *env {
 	c.t = t
 	return &c
 }
+
+// openRegistry opens a quiet registry on a fresh memstore, for tests that
+// build servers themselves.
+func openRegistry(t *testing.T) *registry.Registry {
+	t.Helper()
+	reg, err := registry.Open(context.Background(), memstore.New(), registry.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatalf("open registry: %v", err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	return reg
+}
