@@ -5,7 +5,7 @@ DATA_DIR  ?= ./data
 GOMAXPROCS_BENCH ?= 2
 BENCHTIME ?= 2s
 
-.PHONY: build run test lint bench deps clean
+.PHONY: build run test lint bench fuzz deps clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/cryptomesh
@@ -27,6 +27,17 @@ lint:
 # Benchmarks report ratios against baselines measured in the same run.
 bench: deps
 	GOMAXPROCS=$(GOMAXPROCS_BENCH) $(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem ./...
+
+# Runs each fuzz target for FUZZTIME (their seed corpora also run in `make test`).
+# A short minimize time: the default 60 s stalls the run on long inputs.
+FUZZTIME ?= 60s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$t"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg || exit 1; \
+	  done; \
+	done
 
 deps:
 	@./scripts/install-deps.sh

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -447,3 +449,5 @@ func TestPutIsDeclarative(t *testing.T) {
 		t.Fatal("re-applying an identical body used a revision")
 	}
 }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
