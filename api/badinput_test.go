@@ -1,9 +1,12 @@
 package api_test
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/cryptomesh/cryptomesh/api"
 )
 
 // TestBadInputChangesNothing sends every kind of bad request and checks
@@ -143,4 +146,31 @@ func TestMessagesNameEveryBadField(t *testing.T) {
 	for _, f := range []string{"resources.cpu", "resources.ram", "deployment_status", "colour"} {
 		ae.field(t, f)
 	}
+}
+
+// TestBodyLimitWithoutContentLength: a chunked body has no length to
+// check up front; it is cut off while being read.
+func TestBodyLimitWithoutContentLength(t *testing.T) {
+	e := newEnv(t, withAPI(api.WithMaxBodyBytes(64)))
+	before := e.snapshot()
+	body := io.MultiReader(strings.NewReader(`{"name": "`), strings.NewReader(strings.Repeat("x", 100)), strings.NewReader(`"}`))
+	hr, err := http.NewRequest("POST", e.srv.URL+"/api/v1/roles", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	hr.Header.Set("Authorization", "Bearer "+e.token)
+	res, err := http.DefaultClient.Do(hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if hr.ContentLength != 0 {
+		t.Fatalf("request has a Content-Length (%d); it must be sent chunked", hr.ContentLength)
+	}
+	errorOf(t, &resp{status: res.StatusCode, header: res.Header, body: raw}, http.StatusRequestEntityTooLarge)
+	e.unchangedSince(before)
+	// Just under the limit is fine.
+	e.must(e.post("/api/v1/roles", `{"name": "`+strings.Repeat("x", 40)+`"}`), http.StatusCreated)
 }

@@ -18,6 +18,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(raw)))
+	// Answers echo client input (ids, paths); never let a browser sniff
+	// them into something executable.
+	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	// A failed write means the client went away; there is no one left to
 	// tell, and the request log records the bytes that did go out.

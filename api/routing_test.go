@@ -102,3 +102,13 @@ func TestConcurrentWrites(t *testing.T) {
 		t.Errorf("microservice lists %d of %d new functions", got, n)
 	}
 }
+
+// TestOptionsWithoutPreflight answers which methods a route has, without
+// credentials and without touching anything.
+func TestOptionsWithoutPreflight(t *testing.T) {
+	e := newEnv(t)
+	r := e.send(req{method: http.MethodOptions, path: "/api/v1/functions/f1", token: noToken()})
+	if r.status != http.StatusNoContent || r.header.Get("Allow") != "DELETE, GET, HEAD, OPTIONS, PUT" {
+		t.Fatalf("OPTIONS: %d Allow=%q", r.status, r.header.Get("Allow"))
+	}
+}
