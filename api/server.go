@@ -32,45 +32,51 @@ type Server struct {
 	origins   map[string]bool
 	maxBody   int64
 	readiness []readinessCheck
+	gatherer  prometheus.Gatherer
+	metrics   *metrics
+	handler   http.Handler
+}
 
+// config collects the options before New checks them together.
+type config struct {
+	log        *slog.Logger
 	registerer prometheus.Registerer
 	gatherer   prometheus.Gatherer
-	metrics    *metrics
-
-	// optErrs collects invalid options so New can report them all.
-	optErrs    []error
-	corsConfig []string
-
-	handler http.Handler
+	authn      []Authenticator
+	origins    []string
+	maxBody    int64
+	readiness  []readinessCheck
+	// errs collects invalid options so New can report them all at once.
+	errs []error
 }
 
 // Option configures a Server.
-type Option func(*Server)
+type Option func(*config)
 
 // WithLogger sets the logger for request logs and server-side errors.
-func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }
 
 // WithRegisterer registers the API metrics on reg instead of a private
 // registry. If reg is also a prometheus.Gatherer (a *prometheus.Registry
 // is) /metrics serves it, unless WithGatherer says otherwise.
 func WithRegisterer(reg prometheus.Registerer) Option {
-	return func(s *Server) { s.registerer = reg }
+	return func(c *config) { c.registerer = reg }
 }
 
 // WithGatherer sets what /metrics serves; it should include the
 // registerer's metrics and those of the registry and other components.
-func WithGatherer(g prometheus.Gatherer) Option { return func(s *Server) { s.gatherer = g } }
+func WithGatherer(g prometheus.Gatherer) Option { return func(c *config) { c.gatherer = g } }
 
 // WithAuthenticator adds an Authenticator. They are asked in the order
 // given; at least one is required, since the API has no unauthenticated
 // mode (SPEC §2).
 func WithAuthenticator(a Authenticator) Option {
-	return func(s *Server) {
+	return func(c *config) {
 		if a == nil {
-			s.optErrs = append(s.optErrs, errors.New("WithAuthenticator: nil authenticator"))
+			c.errs = append(c.errs, errors.New("WithAuthenticator: nil authenticator"))
 			return
 		}
-		s.authn = append(s.authn, a)
+		c.authn = append(c.authn, a)
 	}
 }
 
@@ -78,17 +84,17 @@ func WithAuthenticator(a Authenticator) Option {
 // (`--cors-origins`), each exactly as browsers send it
 // ("https://ui.example.com"). Requests from other origins are refused.
 func WithCORSOrigins(origins []string) Option {
-	return func(s *Server) { s.corsConfig = append(s.corsConfig, origins...) }
+	return func(c *config) { c.origins = append(c.origins, origins...) }
 }
 
 // WithMaxBodyBytes sets the request body limit (default 1 MiB).
 func WithMaxBodyBytes(n int64) Option {
-	return func(s *Server) {
+	return func(c *config) {
 		if n <= 0 {
-			s.optErrs = append(s.optErrs, fmt.Errorf("WithMaxBodyBytes: limit must be positive, not %d", n))
+			c.errs = append(c.errs, fmt.Errorf("WithMaxBodyBytes: limit must be positive, not %d", n))
 			return
 		}
-		s.maxBody = n
+		c.maxBody = n
 	}
 }
 
@@ -96,12 +102,12 @@ func WithMaxBodyBytes(n int64) Option {
 // component serves, else what is wrong, which /readyz shows under name.
 // Checks are called on every probe and must be quick.
 func WithReadiness(name string, check func() error) Option {
-	return func(s *Server) {
+	return func(c *config) {
 		if name == "" || name == "registry" || check == nil {
-			s.optErrs = append(s.optErrs, fmt.Errorf("WithReadiness: need a name other than %q and a check", "registry"))
+			c.errs = append(c.errs, fmt.Errorf("WithReadiness: need a name other than %q and a check", "registry"))
 			return
 		}
-		s.readiness = append(s.readiness, readinessCheck{name: name, check: check})
+		c.readiness = append(c.readiness, readinessCheck{name: name, check: check})
 	}
 }
 
@@ -110,42 +116,52 @@ func New(reg *registry.Registry, opts ...Option) (*Server, error) {
 	if reg == nil {
 		return nil, errors.New("api: no registry")
 	}
-	s := &Server{reg: reg, maxBody: DefaultMaxBodyBytes}
+	c := &config{maxBody: DefaultMaxBodyBytes}
 	for _, o := range opts {
-		o(s)
+		o(c)
 	}
-	if len(s.authn) == 0 {
-		s.optErrs = append(s.optErrs, errors.New("no authenticator: the API has no unauthenticated mode; use WithAuthenticator"))
+	if len(c.authn) == 0 {
+		c.errs = append(c.errs, errors.New("no authenticator: the API has no unauthenticated mode; use WithAuthenticator"))
 	}
-	origins, err := checkOrigins(s.corsConfig)
+	origins, err := checkOrigins(c.origins)
 	if err != nil {
-		s.optErrs = append(s.optErrs, err)
+		c.errs = append(c.errs, err)
 	}
-	s.origins = origins
-	if len(s.optErrs) > 0 {
-		return nil, fmt.Errorf("api: %w", errors.Join(s.optErrs...))
+	if len(c.errs) > 0 {
+		return nil, fmt.Errorf("api: %w", errors.Join(c.errs...))
 	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
 	}
-	if s.registerer == nil {
+	if c.registerer == nil {
 		// A private registry rather than the global default: library code
 		// never registers globally, and tests may build many servers.
 		private := prometheus.NewRegistry()
-		s.registerer = private
-		if s.gatherer == nil {
-			s.gatherer = private
+		c.registerer = private
+		if c.gatherer == nil {
+			c.gatherer = private
 		}
 	}
-	if s.gatherer == nil {
-		g, ok := s.registerer.(prometheus.Gatherer)
+	if c.gatherer == nil {
+		g, ok := c.registerer.(prometheus.Gatherer)
 		if !ok {
 			return nil, errors.New("api: the registerer is not a Gatherer; add WithGatherer for /metrics")
 		}
-		s.gatherer = g
+		c.gatherer = g
 	}
-	if s.metrics, err = newMetrics(s.registerer); err != nil {
+	m, err := newMetrics(c.registerer)
+	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
+	}
+	s := &Server{
+		reg:       reg,
+		log:       c.log,
+		authn:     c.authn,
+		origins:   origins,
+		maxBody:   c.maxBody,
+		readiness: c.readiness,
+		gatherer:  c.gatherer,
+		metrics:   m,
 	}
 	s.handler = s.instrument(s.cors(s.cleanPaths(s.buildMux())))
 	return s, nil
