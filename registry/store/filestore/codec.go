@@ -240,7 +240,8 @@ type frameReader struct {
 }
 
 func newFrameReader(path string, r io.Reader, size int64) *frameReader {
-	return &frameReader{path: path, r: bufio.NewReaderSize(r, 256<<10), size: size}
+	// Small files (most snapshots, fresh segments) get a small buffer.
+	return &frameReader{path: path, r: bufio.NewReaderSize(r, int(min(max(size, 16), 256<<10))), size: size}
 }
 
 // next returns the next frame's payload and offset. At a clean end it

@@ -111,7 +111,7 @@ func (s *Store) Snapshot(ctx context.Context, rev uint64, entities iter.Seq2[reg
 	s.segMu.Unlock()
 	l, err := s.list()
 	if err != nil {
-		return err
+		s.log.Warn("filestore: cannot list old snapshots to remove them", "error", err)
 	}
 	for _, r := range l.snapshots {
 		if r < rev {
