@@ -34,12 +34,16 @@ func checkOrigins(origins []string) (map[string]bool, error) {
 func (s *Server) cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
+		h := w.Header()
+		if len(s.origins) > 0 {
+			// Answers differ by Origin, so no cache may hand one origin's
+			// answer (or a non-browser's) to another.
+			h.Add("Vary", "Origin")
+		}
 		if origin == "" {
 			next.ServeHTTP(w, r)
 			return
 		}
-		h := w.Header()
-		h.Add("Vary", "Origin")
 		if !s.origins[origin] {
 			s.writeError(w, r, errorf(http.StatusForbidden, "origin %q is not allowed; see --cors-origins", origin))
 			return

@@ -84,6 +84,9 @@ func TestCORS(t *testing.T) {
 		if r.header.Get("Access-Control-Allow-Origin") != "" {
 			t.Error("CORS header on a request without Origin")
 		}
+		if !strings.Contains(r.header.Get("Vary"), "Origin") {
+			t.Error("Vary: Origin missing, so a cache could serve this answer to a browser origin")
+		}
 	})
 }
 
