@@ -248,6 +248,9 @@ func (v *validator) value(c *checked, f field, val any, p string) {
 		}
 	case ftHostPort:
 		if s, ok := str(); ok {
+			if s == "" {
+				return // "" is an unset optional address
+			}
 			if err := checkHostPort(s); err != nil {
 				v.add(p, "%v", err)
 				return
