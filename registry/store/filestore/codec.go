@@ -21,6 +21,12 @@ const (
 	maxFramePayload = 256 << 20
 )
 
+// maxTornTail is the longest tail that Load will call torn. A torn tail is
+// part of one group write, which is far shorter in practice (a batch of
+// the records that queued up during one fsync); past this, damage is
+// reported as corruption instead.
+const maxTornTail = 1 << 30
+
 // Payload tags: the first byte of every frame payload says what it holds,
 // and doubles as the format version of that payload.
 const (
@@ -292,9 +298,9 @@ func (fr *frameReader) next() ([]byte, int64, error) {
 // none is, the tail is torn. consumed is what was read past the header.
 func (fr *frameReader) damaged(off int64, consumed []byte, reason string) error {
 	remaining := fr.size - off
-	if remaining > maxFramePayload+frameHeaderSize {
-		// No single write of the log is that long, so this is no torn
-		// write; this also bounds the memory the search takes.
+	if remaining > maxTornTail {
+		// No group write of the log is that long, so this is no torn
+		// write; the limit also bounds the memory the search takes.
 		return fr.corrupt(off, "%s, %d bytes before the end of the file", reason, remaining)
 	}
 	rest := make([]byte, remaining-1)
