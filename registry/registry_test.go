@@ -451,3 +451,5 @@ func TestPutIsDeclarative(t *testing.T) {
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func jsonReader(s string) *strings.Reader { return strings.NewReader(s) }
