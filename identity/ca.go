@@ -114,6 +114,9 @@ type caView struct {
 	bundle     *x509bundle.Bundle
 	bundlePEM  []byte
 	validUntil time.Time
+	// nextEvent is the next instant after the view's own at which the
+	// derived state changes (a root activates, expires or retires).
+	nextEvent time.Time
 	// maintainAt is when the directory next needs a write (prepare a root or
 	// delete a retired one); zero means never.
 	maintainAt time.Time
@@ -265,18 +268,16 @@ func (c *CA) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.B
 	return b, nil
 }
 
-// Maintain applies due rotation steps now. Signing and Bundle already do this
-// lazily when their view expires; Maintain is for a periodic call that keeps
-// the directory tidy on an idle control plane.
+// Maintain rereads the directory and applies due rotation steps. Signing and
+// Bundle already rotate lazily at the instants this CA's own view predicts;
+// Maintain, called every minute or so, is what makes a replica adopt a root
+// that another replica (perhaps configured differently) prepared, and keeps
+// the directory tidy on an idle control plane. A lead time of at least one
+// SVID TTL leaves ample room for that minute.
 func (c *CA) Maintain(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := c.opts.clock()
-	c.view = c.computeView(now)
-	if c.view.maintainAt.IsZero() || now.Before(c.view.maintainAt) {
-		return nil
-	}
-	return c.maintainLocked(ctx, now)
+	return c.maintainLocked(ctx, c.opts.clock())
 }
 
 // current returns the view for the clock's now, refreshing it when stale.
@@ -295,8 +296,13 @@ func (c *CA) current(ctx context.Context) caView {
 		if err := c.maintainLocked(ctx, now); err != nil {
 			// Signing goes on with the roots we have; the step is retried.
 			c.log.Error("CA rotation step failed", "error", err)
+			// Retry later, but never sit on the view past an event: a
+			// root that expires or activates meanwhile must be seen.
 			c.view.validUntil = now.Add(maintainRetry)
-			c.view.maintainAt = c.view.validUntil
+			if c.view.nextEvent.Before(c.view.validUntil) {
+				c.view.validUntil = c.view.nextEvent
+			}
+			c.view.maintainAt = now.Add(maintainRetry)
 		}
 	}
 	return c.view
@@ -348,6 +354,7 @@ func (c *CA) computeView(now time.Time) caView {
 			v.maintainAt = prep
 		}
 	}
+	v.nextEvent = v.validUntil
 	if !v.maintainAt.IsZero() && !v.maintainAt.After(now) {
 		v.validUntil = now // stale until maintenance has run
 	}

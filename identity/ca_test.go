@@ -262,6 +262,57 @@ func TestSVIDNeverOutlivesRoot(t *testing.T) {
 	if n := len(ca.roots); n != 1 {
 		t.Fatalf("%d roots, want 1 (rotation cannot be persisted)", n)
 	}
+	// Past the root's end nothing valid can be signed: refuse rather than
+	// produce a certificate that expires before it starts.
+	clock.Set(rootNotAfter.Add(time.Second))
+	before := ca.issuedCount()
+	if issued, err := ca.SignCSR(context.Background(), csrPEM(t, newP256(t), x509.CertificateRequest{}, roleID(t, "ml")), roleID(t, "ml")); err == nil {
+		t.Fatalf("signed %v with an expired root", issued.ExpiresAt)
+	}
+	if ca.issuedCount() != before {
+		t.Fatal("issued counter moved")
+	}
+}
+
+// TestReplicasAdoptEachOthersRoots runs two replicas on one CA directory with
+// different rotation points: the one that rotates later learns of the other's
+// new root through Maintain, long before that root signs anything.
+func TestReplicasAdoptEachOthersRoots(t *testing.T) {
+	clock := newFakeClock(t0)
+	day := 24 * time.Hour
+	early := newTestCA(t, clock, WithRootLifetime(30*day), WithRotateAt(0.5))
+	late, err := LoadOrCreateCA(early.dir, WithClock(clock.Now), WithRootLifetime(30*day), WithRotateAt(0.8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Set(t0.Add(15 * day))
+	b, _ := early.Bundle()
+	if len(b.X509Authorities()) != 2 {
+		t.Fatal("early replica did not prepare a root")
+	}
+	if b, _ := late.Bundle(); len(b.X509Authorities()) != 1 {
+		t.Fatal("late replica saw the new root without rereading the directory")
+	}
+	clock.Add(time.Minute)
+	if err := late.Maintain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	lb, lpem := late.Bundle()
+	_, epem := early.Bundle()
+	if len(lb.X509Authorities()) != 2 || !bytes.Equal(lpem, epem) {
+		t.Fatal("late replica did not adopt the early replica's root")
+	}
+	if len(late.roots) != 2 {
+		t.Fatalf("late replica holds %d roots, want 2 (no second successor)", len(late.roots))
+	}
+	// After the lead time both sign with the new root.
+	clock.Add(time.Hour)
+	sa, _ := issueSVID(t, early.CA, roleID(t, "a"))
+	sb, _ := issueSVID(t, late, roleID(t, "b"))
+	if !bytes.Equal(sa.Certificates[0].AuthorityKeyId, sb.Certificates[0].AuthorityKeyId) ||
+		!bytes.Equal(sa.Certificates[0].AuthorityKeyId, late.roots[1].cert.SubjectKeyId) {
+		t.Fatal("replicas sign with different roots after the switch")
+	}
 }
 
 func TestSignCSRRefusals(t *testing.T) {

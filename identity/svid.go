@@ -102,6 +102,9 @@ func (c *CA) sign(ctx context.Context, pub crypto.PublicKey, id spiffeid.ID, dns
 		return nil, err
 	}
 	now := c.opts.clock()
+	if !now.Before(root.cert.NotAfter) {
+		return nil, fmt.Errorf("sign SVID for %s: root %s expired at %s", id, root.name, root.cert.NotAfter)
+	}
 	notAfter := now.Add(c.opts.svidTTL)
 	if notAfter.After(root.cert.NotAfter) {
 		notAfter = root.cert.NotAfter
