@@ -256,7 +256,8 @@ func (c *CA) SVIDTTL() time.Duration { return c.opts.svidTTL }
 // roots are already in it and retiring roots still are.
 func (c *CA) Bundle() (*x509bundle.Bundle, []byte) {
 	v := c.current(context.Background())
-	return v.bundle, v.bundlePEM
+	// Copies: the view is shared and x509bundle.Bundle is mutable.
+	return v.bundle.Clone(), bytes.Clone(v.bundlePEM)
 }
 
 // GetX509BundleForTrustDomain implements x509bundle.Source.
@@ -291,6 +292,9 @@ func (c *CA) current(ctx context.Context) caView {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if now.Before(c.view.validUntil) {
+		return c.view // another caller refreshed it (or is backing off a failure)
+	}
 	c.view = c.computeView(now)
 	if !c.view.maintainAt.IsZero() && !now.Before(c.view.maintainAt) {
 		if err := c.maintainLocked(ctx, now); err != nil {

@@ -2,10 +2,13 @@ package identity
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -350,4 +353,67 @@ func TestRotationDefaults(t *testing.T) {
 	if bundleSize() != 1 || len(ca.roots) != 1 || !bytes.Equal(ca.roots[0].cert.Raw, second.Raw) {
 		t.Fatal("retirement not persisted")
 	}
+}
+
+// TestConcurrentSigningAcrossRotation signs from several goroutines while the
+// clock crosses a preparation, an activation and a retirement, so the race
+// detector sees the lazy refresh under contention; every SVID must verify
+// against the bundle of its moment.
+func TestConcurrentSigningAcrossRotation(t *testing.T) {
+	clock := newFakeClock(t0)
+	ca := newTestCA(t, clock, WithRootLifetime(30*24*time.Hour), WithRotateAt(0.5))
+	id := roleID(t, "ml")
+	csr := csrPEM(t, newP256(t), x509.CertificateRequest{}, id)
+	prepare := t0.Add(15 * 24 * time.Hour)
+	instants := []time.Time{prepare.Add(-time.Minute), prepare, prepare.Add(time.Hour), prepare.Add(2 * time.Hour), prepare.Add(3 * time.Hour)}
+	for _, at := range instants {
+		clock.Set(at)
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for range 4 {
+			wg.Go(func() {
+				for range 5 {
+					issued, err := ca.SignCSR(context.Background(), csr, id)
+					if err != nil {
+						errs <- err
+						return
+					}
+					b, err := x509bundle.Parse(testTD, issued.BundlePEM)
+					if err != nil {
+						errs <- err
+						return
+					}
+					cert, err := x509.ParseCertificate(mustDER(issued.CertChainPEM))
+					if err != nil {
+						errs <- err
+						return
+					}
+					if _, _, err := x509svid.Verify([]*x509.Certificate{cert}, b, x509svid.WithTime(at)); err != nil {
+						errs <- err
+						return
+					}
+					_, _ = ca.Bundle()
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("at %s: %v", at, err)
+		}
+	}
+	if b, _ := ca.Bundle(); len(b.X509Authorities()) != 1 || len(ca.roots) != 1 {
+		t.Fatalf("after the retirement: %d roots in the bundle, %d kept", len(b.X509Authorities()), len(ca.roots))
+	}
+	if got := ca.issuedCount(); got != float64(len(instants)*4*5) {
+		t.Fatalf("issued counter %v, want %d", got, len(instants)*4*5)
+	}
+}
+
+func mustDER(p []byte) []byte {
+	block, _ := pem.Decode(p)
+	if block == nil {
+		return nil
+	}
+	return block.Bytes
 }

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -137,7 +138,7 @@ func (c *CA) sign(ctx context.Context, pub crypto.PublicKey, id spiffeid.ID, dns
 	return &Issued{
 		ID:           id,
 		CertChainPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		BundlePEM:    v.bundlePEM,
+		BundlePEM:    bytes.Clone(v.bundlePEM),
 		ExpiresAt:    expiresAt,
 		Serial:       serial,
 	}, nil
