@@ -53,7 +53,18 @@ const (
 	defaultTimeout         = "60s"
 )
 
-func schemaOf(k Kind) *kindSchema {
+// schemas are built once; they are read-only lookup data.
+var schemas = func() map[Kind]*kindSchema {
+	m := map[Kind]*kindSchema{}
+	for _, k := range Kinds() {
+		m[k] = buildSchema(k)
+	}
+	return m
+}()
+
+func schemaOf(k Kind) *kindSchema { return schemas[k] }
+
+func buildSchema(k Kind) *kindSchema {
 	switch k {
 	case KindRole:
 		return &kindSchema{kind: k, fields: []field{

@@ -7,6 +7,10 @@ import (
 	memdb "github.com/hashicorp/go-memdb"
 )
 
+// NewEntity returns a pointer to a zero entity of kind k (*Role, ...), or
+// nil for an unknown kind.
+func NewEntity(k Kind) any { return newValue(k) }
+
 // newValue returns a pointer to a zero entity of kind k.
 func newValue(k Kind) any {
 	switch k {
@@ -35,17 +39,17 @@ func newValue(k Kind) any {
 }
 
 // refsOf extracts the reference fields of a typed entity.
-func refsOf(v any) map[string][]string {
-	refs := map[string][]string{}
+func refsOf(v any) []Ref {
+	var refs []Ref
 	one := func(field, id string) {
 		if id != "" {
-			refs[field] = []string{id}
+			refs = append(refs, Ref{Field: field, ID: id})
 		}
 	}
 	switch e := v.(type) {
 	case *SecurityPolicy:
-		if len(e.Roles) > 0 {
-			refs["roles"] = e.Roles
+		for _, id := range e.Roles {
+			one("roles", id)
 		}
 	case *Endpoint:
 		one("security_policy", e.SecurityPolicy)
@@ -77,9 +81,9 @@ func decodeObject(m Mutation, rev uint64) (*Object, error) {
 	if err := json.Unmarshal(m.Value, v); err != nil {
 		return nil, fmt.Errorf("decode %s %q: %w", m.Kind, m.ID, err)
 	}
-	o := &Object{Kind: m.Kind, ID: m.ID, Rev: rev, Seq: m.Seq, Refs: refsOf(v), Value: v, JSON: m.Value}
+	o := &Object{Kind: m.Kind, ID: m.ID, Rev: rev, Seq: m.Seq, Refs: refsOf(v), Value: v}
 	if s := schemaOf(m.Kind); s.owner != "" {
-		if ids := o.Refs[s.owner]; len(ids) == 1 {
+		if ids := o.RefIDs(s.owner); len(ids) == 1 {
 			o.Owner = ids[0]
 		}
 		o.OwnerSeq = ownerSeq(o.Owner, o.Seq)
@@ -90,7 +94,20 @@ func decodeObject(m Mutation, rev uint64) (*Object, error) {
 // applyMutation applies one resolved mutation to txn, keeping the counters
 // in step. It is the only place that writes entity tables, used both by
 // live writes and by replay, so both produce the same state.
-func applyMutation(txn *memdb.Txn, m Mutation, rev uint64) (*Object, error) {
+func applyMutation(txn *tx, m Mutation, rev uint64) (*Object, error) {
+	var o *Object
+	if !m.Delete() {
+		var err error
+		if o, err = decodeObject(m, rev); err != nil {
+			return nil, err
+		}
+	}
+	return applyObject(txn, m, o)
+}
+
+// applyObject applies a mutation whose object (nil for a delete) is
+// already decoded, so replay can decode in parallel.
+func applyObject(txn *tx, m Mutation, o *Object) (*Object, error) {
 	prevRaw, err := txn.First(string(m.Kind), indexID, m.ID)
 	if err != nil {
 		return nil, fmt.Errorf("look up %s %q: %w", m.Kind, m.ID, err)
@@ -100,13 +117,9 @@ func applyMutation(txn *memdb.Txn, m Mutation, rev uint64) (*Object, error) {
 		if err := txn.Delete(string(m.Kind), prev); err != nil {
 			return nil, fmt.Errorf("delete %s %q: %w", m.Kind, m.ID, err)
 		}
-		if err := bump(txn, counterKey(m.Kind, ""), -1); err != nil {
-			return nil, err
-		}
+		txn.deltas[counterKey(m.Kind, "")]--
 		if m.Kind.History() {
-			if err := bump(txn, counterKey(m.Kind, prev.Owner), -1); err != nil {
-				return nil, err
-			}
+			txn.deltas[counterKey(m.Kind, prev.Owner)]--
 		}
 	}
 	if m.Delete() {
@@ -115,22 +128,42 @@ func applyMutation(txn *memdb.Txn, m Mutation, rev uint64) (*Object, error) {
 		}
 		return nil, nil
 	}
-	o, err := decodeObject(m, rev)
-	if err != nil {
-		return nil, err
-	}
 	if err := txn.Insert(string(m.Kind), o); err != nil {
 		return nil, fmt.Errorf("insert %s %q: %w", m.Kind, m.ID, err)
 	}
-	if err := bump(txn, counterKey(m.Kind, ""), 1); err != nil {
-		return nil, err
-	}
+	txn.deltas[counterKey(m.Kind, "")]++
 	if m.Kind.History() {
-		if err := bump(txn, counterKey(m.Kind, o.Owner), 1); err != nil {
-			return nil, err
-		}
+		txn.deltas[counterKey(m.Kind, o.Owner)]++
 	}
 	return o, nil
+}
+
+// tx is a write transaction that batches counter updates: a counter reads
+// as its stored value plus the transaction's pending delta, and is written
+// once, by flush, instead of once per mutation.
+type tx struct {
+	*memdb.Txn
+	deltas map[string]int
+}
+
+func newTx(db *memdb.MemDB) *tx {
+	return &tx{Txn: db.Txn(true), deltas: map[string]int{}}
+}
+
+func (t *tx) count(key string) int { return count(t.Txn, key) + t.deltas[key] }
+
+// flush writes the pending counter deltas; call it before Commit.
+func (t *tx) flush() error {
+	for key, d := range t.deltas {
+		if d == 0 {
+			continue
+		}
+		if err := bump(t.Txn, key, d); err != nil {
+			return err
+		}
+	}
+	clear(t.deltas)
+	return nil
 }
 
 func bump(txn *memdb.Txn, key string, delta int) error {

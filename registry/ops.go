@@ -9,8 +9,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-
-	memdb "github.com/hashicorp/go-memdb"
 )
 
 // OpType is what an Op does.
@@ -102,7 +100,7 @@ func (r *Registry) do(ctx context.Context, ops []Op, each, dryRun bool) ([]Resul
 		r.mu.Unlock()
 		return nil, unavailable("the registry accepts no writes", err)
 	}
-	w := &writer{r: r, txn: r.db.Txn(true), rev: r.rev + 1, seq: r.seq, now: r.now().UTC().Format(timeFormat)}
+	w := &writer{r: r, txn: newTx(r.db), rev: r.rev + 1, seq: r.seq, now: r.now().UTC().Format(timeFormat)}
 	results := make([]Result, len(ops))
 	for i, op := range ops {
 		mark := len(w.changes)
@@ -128,6 +126,11 @@ func (r *Registry) do(ctx context.Context, ops []Op, each, dryRun bool) ([]Resul
 		w.txn.Abort()
 		r.mu.Unlock()
 		return results, nil
+	}
+	if err := w.txn.flush(); err != nil {
+		w.txn.Abort()
+		r.mu.Unlock()
+		return nil, unavailable("internal error", err)
 	}
 	pending, err := r.store.Append(Record{Rev: w.rev, Mutations: w.muts})
 	if err != nil {
@@ -177,7 +180,7 @@ const timeFormat = "2006-01-02T15:04:05.000000Z"
 // leaves the transaction as it found it (DoEach relies on this).
 type writer struct {
 	r       *Registry
-	txn     *memdb.Txn
+	txn     *tx
 	rev     uint64
 	seq     uint64
 	now     string
@@ -226,8 +229,14 @@ func (w *writer) put(k Kind, id string, seq uint64, value map[string]any) (bool,
 	if err != nil {
 		return false, fmt.Errorf("encode %s %q: %w", k, id, err)
 	}
-	if prev := getObject(w.txn, k, id); prev != nil && bytes.Equal(prev.JSON, raw) {
-		return false, nil
+	if prev := getObject(w.txn.Txn, k, id); prev != nil {
+		old, err := prev.Encode()
+		if err != nil {
+			return false, fmt.Errorf("encode stored %s %q: %w", k, id, err)
+		}
+		if bytes.Equal(old, raw) {
+			return false, nil
+		}
 	}
 	m := Mutation{Kind: k, ID: id, Seq: seq, Value: raw}
 	if _, err := applyMutation(w.txn, m, w.rev); err != nil {
@@ -262,12 +271,12 @@ func (w *writer) remove(k Kind, id string) error {
 	return nil
 }
 
-func (w *writer) exists(k Kind, id string) bool { return getObject(w.txn, k, id) != nil }
+func (w *writer) exists(k Kind, id string) bool { return getObject(w.txn.Txn, k, id) != nil }
 
 func (w *writer) result(k Kind, id string, out Outcome) Result {
 	res := Result{Kind: k, ID: id, Outcome: out}
-	if o := getObject(w.txn, k, id); o != nil {
-		res.Value = render(w.txn, o)
+	if o := getObject(w.txn.Txn, k, id); o != nil {
+		res.Value = render(w.txn.Txn, o)
 	}
 	return res
 }
@@ -323,7 +332,7 @@ func (w *writer) update(k Kind, id string, patch map[string]any) (Result, error)
 // rewrite updates an existing entity: a partial update (merge) or a full
 // replacement by a document's body (defaults fill what it leaves out).
 func (w *writer) rewrite(k Kind, id string, body map[string]any, merge bool) (Result, error) {
-	prev := getObject(w.txn, k, id)
+	prev := getObject(w.txn.Txn, k, id)
 	if prev == nil {
 		return Result{}, notFound(id)
 	}
@@ -331,8 +340,8 @@ func (w *writer) rewrite(k Kind, id string, body map[string]any, merge bool) (Re
 	if v, ok := body[idField]; ok && v != nil && v != "" && v != id {
 		return Result{}, invalid("the id cannot be changed", FieldError{Field: idField, Message: fmt.Sprintf("must be %q (the id in the path) or absent", id)})
 	}
-	var stored map[string]any
-	if err := decodeJSON(prev.JSON, &stored); err != nil {
+	stored, err := storedValues(prev)
+	if err != nil {
 		return Result{}, fmt.Errorf("decode stored %s %q: %w", k, id, err)
 	}
 	next := body
@@ -463,7 +472,7 @@ func (w *writer) resolve(k Kind, id string, c *checked, values map[string]any, p
 		return nil, invalid(fmt.Sprintf("invalid %s", k.Singular()), errs...)
 	}
 	if k == KindFunctionResult {
-		if st := getObject(w.txn, KindFunctionState, id); st != nil {
+		if st := getObject(w.txn.Txn, KindFunctionState, id); st != nil {
 			if fn := st.Value.(*FunctionState).FunctionID; fn != values["function_id"] {
 				return nil, invalid("the result belongs to another function than its state", FieldError{
 					Field:   "function_id",
@@ -473,7 +482,7 @@ func (w *writer) resolve(k Kind, id string, c *checked, values map[string]any, p
 		}
 	}
 	if k == KindFunctionState {
-		if res := getObject(w.txn, KindFunctionResult, id); res != nil {
+		if res := getObject(w.txn.Txn, KindFunctionResult, id); res != nil {
 			if fn := res.Value.(*FunctionResult).FunctionID; fn != values["function_id"] {
 				return nil, invalid("the state belongs to another function than its result", FieldError{
 					Field:   "function_id",
@@ -488,11 +497,11 @@ func (w *writer) resolve(k Kind, id string, c *checked, values map[string]any, p
 		}
 		childSchema := schemaOf(f.target)
 		for _, child := range c.children[f.name] {
-			o := getObject(w.txn, f.target, child)
+			o := getObject(w.txn.Txn, f.target, child)
 			if o == nil {
 				continue // a forward declaration: allowed, not stored
 			}
-			if parents := o.Refs[childSchema.parent]; len(parents) == 1 && parents[0] != id {
+			if parents := o.RefIDs(childSchema.parent); len(parents) == 1 && parents[0] != id {
 				return nil, conflict("%s '%s' belongs to %s '%s', not '%s'", f.target.Singular(), child, k.Singular(), parents[0], id)
 			}
 		}
@@ -537,9 +546,9 @@ func (w *writer) resolveEmbedded(owner string, e embedded) (plannedEmbed, error)
 	if errs := danglingRefs(schemaOf(e.kind), values, e.field, w.exists); len(errs) > 0 {
 		return plannedEmbed{}, invalid("invalid embedded object", errs...)
 	}
-	if o := getObject(w.txn, e.kind, id); o != nil {
-		var stored map[string]any
-		if err := decodeJSON(o.JSON, &stored); err != nil {
+	if o := getObject(w.txn.Txn, e.kind, id); o != nil {
+		stored, err := storedValues(o)
+		if err != nil {
 			return plannedEmbed{}, fmt.Errorf("decode stored %s %q: %w", e.kind, id, err)
 		}
 		if diff := differingFields(stored, values, schemaOf(e.kind)); len(diff) > 0 {
@@ -627,7 +636,7 @@ func (w *writer) commitPlan(p *plan, seq uint64, createdAt string, isNew bool) (
 // trimHistory deletes an owner's oldest history entries beyond the limit;
 // the deletes are logged like any other mutation.
 func (w *writer) trimHistory(k Kind, owner string) error {
-	excess := count(w.txn, counterKey(k, owner)) - w.r.historyLimit
+	excess := w.txn.count(counterKey(k, owner)) - w.r.historyLimit
 	if excess <= 0 {
 		return nil
 	}
@@ -648,7 +657,7 @@ func (w *writer) trimHistory(k Kind, owner string) error {
 }
 
 func (w *writer) delete(k Kind, id string, cascade bool) (Result, error) {
-	if getObject(w.txn, k, id) == nil {
+	if getObject(w.txn.Txn, k, id) == nil {
 		return Result{}, notFound(id)
 	}
 	// Collect the closure: history always goes with its owner; contained
@@ -719,6 +728,19 @@ func cloneDefault(v any) any {
 		return maps.Clone(x)
 	}
 	return v
+}
+
+// storedValues returns an entity's stored fields as JSON values.
+func storedValues(o *Object) (map[string]any, error) {
+	raw, err := o.Encode()
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := decodeJSON(raw, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func decodeJSON(raw []byte, v any) error {

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,17 +127,32 @@ func Open(ctx context.Context, store Store, opts ...Option) (*Registry, error) {
 	start := time.Now()
 	records := 0
 	err = store.Load(ctx, func(rec Record) error {
-		txn := db.Txn(true)
-		defer txn.Abort()
-		for _, m := range rec.Mutations {
-			if _, err := applyMutation(txn, m, rec.Rev); err != nil {
+		// Nobody reads before Open returns, so a large record (a
+		// snapshot) is applied in chunks: each chunk's entities are
+		// decoded in parallel, then inserted by one transaction.
+		const chunk = 2048
+		for start := 0; start < len(rec.Mutations); start += chunk {
+			muts := rec.Mutations[start:min(start+chunk, len(rec.Mutations))]
+			objs, err := decodeAll(muts, rec.Rev)
+			if err != nil {
 				return fmt.Errorf("replay revision %d: %w", rec.Rev, err)
 			}
-			if m.Seq > r.seq {
-				r.seq = m.Seq
+			txn := newTx(db)
+			for i, m := range muts {
+				if _, err := applyObject(txn, m, objs[i]); err != nil {
+					txn.Abort()
+					return fmt.Errorf("replay revision %d: %w", rec.Rev, err)
+				}
+				if m.Seq > r.seq {
+					r.seq = m.Seq
+				}
 			}
+			if err := txn.flush(); err != nil {
+				txn.Abort()
+				return fmt.Errorf("replay revision %d: %w", rec.Rev, err)
+			}
+			txn.Commit()
 		}
-		txn.Commit()
 		r.rev = rec.Rev
 		records++
 		return nil
@@ -252,4 +268,35 @@ func (r *Registry) maybeSnapshot(db *memdb.MemDB, rev uint64) {
 		}
 		r.log.Info("snapshot written", "revision", rev, "duration", time.Since(start))
 	}()
+}
+
+// decodeAll decodes the put mutations of muts (nil for deletes), spread
+// over the available cores when there are many.
+func decodeAll(muts []Mutation, rev uint64) ([]*Object, error) {
+	objs := make([]*Object, len(muts))
+	workers := runtime.GOMAXPROCS(0)
+	if len(muts) < 256 {
+		workers = 1
+	}
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(muts); i += workers {
+				if muts[i].Delete() {
+					continue
+				}
+				o, err := decodeObject(muts[i], rev)
+				if err != nil {
+					errs[w] = err
+					return
+				}
+				objs[i] = o
+			}
+		}()
+	}
+	wg.Wait()
+	return objs, errors.Join(errs...)
 }

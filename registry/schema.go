@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"encoding/json"
 	"fmt"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -19,12 +20,33 @@ type Object struct {
 	// history ("<owner>\x00<seq as 16 hex digits>").
 	Owner    string
 	OwnerSeq string
-	// Refs holds the ids each reference field points at.
-	Refs map[string][]string
+	// Refs lists the ids the entity's reference fields point at.
+	Refs []Ref
 	// Value is the typed entity (*Role, *Function, ...) without derived
-	// fields; JSON is its stored encoding. Both are immutable once stored.
+	// fields; immutable once stored. Its JSON encoding (Encode) is what
+	// was logged: the stored bytes are not kept, to save memory.
 	Value any
-	JSON  []byte
+}
+
+// Ref is one reference of an entity: its field and the id it names. A
+// list field (a policy's roles) has one Ref per id.
+type Ref struct {
+	Field string
+	ID    string
+}
+
+// Encode returns the entity's stored encoding.
+func (o *Object) Encode() ([]byte, error) { return json.Marshal(o.Value) }
+
+// RefIDs returns the ids field references.
+func (o *Object) RefIDs(field string) []string {
+	var ids []string
+	for _, r := range o.Refs {
+		if r.Field == field {
+			ids = append(ids, r.ID)
+		}
+	}
+	return ids
 }
 
 // counter is a maintained count: objects per kind, history per owner.
@@ -60,15 +82,13 @@ func (ix refIndex) FromObject(raw any) (bool, [][]byte, error) {
 	if !ok {
 		return false, nil, fmt.Errorf("ref index %s: unexpected %T", ix.field, raw)
 	}
-	ids := o.Refs[ix.field]
-	if len(ids) == 0 {
-		return false, nil, nil
+	var vals [][]byte
+	for _, r := range o.Refs {
+		if r.Field == ix.field {
+			vals = append(vals, []byte(r.ID+"\x00"))
+		}
 	}
-	vals := make([][]byte, len(ids))
-	for i, id := range ids {
-		vals[i] = []byte(id + "\x00")
-	}
-	return true, vals, nil
+	return len(vals) > 0, vals, nil
 }
 
 func (ix refIndex) FromArgs(args ...any) ([]byte, error) {

@@ -87,7 +87,7 @@ func (v *View) List(k Kind, opts ListOptions) ([]any, int, error) {
 	}
 	match := func(o *Object) bool {
 		for name, val := range opts.Filters {
-			if !containsStr(o.Refs[name], val) {
+			if !containsStr(o.RefIDs(name), val) {
 				return false
 			}
 		}
@@ -194,7 +194,12 @@ func entities(db *memdb.MemDB) iter.Seq2[Mutation, error] {
 			}
 			for raw := it.Next(); raw != nil; raw = it.Next() {
 				o := raw.(*Object)
-				if !yield(Mutation{Kind: k, ID: o.ID, Seq: o.Seq, Value: o.JSON}, nil) {
+				value, err := o.Encode()
+				if err != nil {
+					yield(Mutation{}, fmt.Errorf("encode %s %q: %w", k, o.ID, err))
+					return
+				}
+				if !yield(Mutation{Kind: k, ID: o.ID, Seq: o.Seq, Value: value}, nil) {
 					return
 				}
 			}

@@ -24,7 +24,11 @@ func Export(v Reader) ([]byte, error) {
 	for _, s := range sections() {
 		entries := map[string]any{}
 		for o := range v.All(s.kind) {
-			body, err := exportBody(s.kind, o.JSON)
+			raw, err := o.Encode()
+			if err != nil {
+				return nil, fmt.Errorf("export %s %q: %w", s.kind, o.ID, err)
+			}
+			body, err := exportBody(s.kind, raw)
 			if err != nil {
 				return nil, fmt.Errorf("export %s %q: %w", s.kind, o.ID, err)
 			}
