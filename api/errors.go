@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/cryptomesh/cryptomesh/registry"
+	"github.com/cryptomesh/cryptomesh/registry/mesh"
 )
 
 // httpError is an error that knows the HTTP status it answers with. The
@@ -13,7 +14,7 @@ import (
 type httpError struct {
 	status  int
 	message string
-	fields  []registry.FieldError
+	fields  []fieldDetail
 	cause   error
 }
 
@@ -32,15 +33,36 @@ func errorf(status int, format string, args ...any) *httpError {
 
 // invalidInput is a 422 naming the offending fields (or query parameters).
 func invalidInput(message string, fields ...registry.FieldError) *httpError {
-	return &httpError{status: http.StatusUnprocessableEntity, message: message, fields: fields}
+	return &httpError{status: http.StatusUnprocessableEntity, message: message, fields: fieldDetails(fields)}
+}
+
+// fieldDetail is one entry of an error's "errors" list: the field (for a
+// mesh document, the document path such as
+// `functions.load_data.resources.cpu`), its line in a YAML document when
+// known, and what is wrong with it.
+type fieldDetail struct {
+	Field   string `json:"field"`
+	Line    int    `json:"line,omitempty"`
+	Message string `json:"message"`
+}
+
+func fieldDetails(fs []registry.FieldError) []fieldDetail {
+	if fs == nil {
+		return nil
+	}
+	out := make([]fieldDetail, len(fs))
+	for i, f := range fs {
+		out[i] = fieldDetail{Field: f.Field, Message: f.Message}
+	}
+	return out
 }
 
 // errorDetail is the body of every error answer (SPEC §2), and the detail
 // of a refused item of POST /reports.
 type errorDetail struct {
-	Message string                `json:"message"`
-	Code    int                   `json:"code"`
-	Errors  []registry.FieldError `json:"errors,omitempty"`
+	Message string        `json:"message"`
+	Code    int           `json:"code"`
+	Errors  []fieldDetail `json:"errors,omitempty"`
 }
 
 type errorBody struct {
@@ -72,6 +94,17 @@ func toHTTP(err error) *httpError {
 	if errors.As(err, &he) {
 		return he
 	}
+	var me *mesh.Error
+	if errors.As(err, &me) {
+		// A document error keeps its paths and YAML lines on every status:
+		// a 409 or a duplicate key (400) is as much about one place in the
+		// document as a 422 is.
+		fields := make([]fieldDetail, len(me.Fields))
+		for i, f := range me.Fields {
+			fields[i] = fieldDetail{Field: f.Path, Line: f.Line, Message: f.Message}
+		}
+		return &httpError{status: statusOf(me.Code), message: me.Message, fields: fields}
+	}
 	var re *registry.Error
 	if errors.As(err, &re) {
 		status := statusOf(re.Code)
@@ -81,7 +114,7 @@ func toHTTP(err error) *httpError {
 			// logged, not sent.
 			return &httpError{status: status, message: re.Message, cause: err}
 		}
-		return &httpError{status: status, message: re.Message, fields: re.Fields}
+		return &httpError{status: status, message: re.Message, fields: fieldDetails(re.Fields)}
 	}
 	return &httpError{status: http.StatusInternalServerError, message: "internal server error", cause: err}
 }
@@ -91,7 +124,7 @@ func toHTTP(err error) *httpError {
 func (e *httpError) detail() errorDetail {
 	d := errorDetail{Message: e.message, Code: e.status, Errors: e.fields}
 	if e.status == http.StatusUnprocessableEntity && len(d.Errors) == 0 {
-		d.Errors = []registry.FieldError{{Field: "", Message: e.message}}
+		d.Errors = []fieldDetail{{Field: "", Message: e.message}}
 	}
 	return d
 }

@@ -27,6 +27,7 @@ const adminToken = "test-admin-token-3f9c2a"
 type env struct {
 	t     *testing.T
 	srv   *httptest.Server
+	api   *api.Server
 	reg   *registry.Registry
 	store *memstore.Store
 	prom  *prometheus.Registry
@@ -96,7 +97,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv, reg: reg, store: st, prom: prom, logs: logs, token: adminToken}
+	return &env{t: t, srv: srv, api: s, reg: reg, store: st, prom: prom, logs: logs, token: adminToken}
 }
 
 // resp is an answer read in full.

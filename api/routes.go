@@ -35,6 +35,11 @@ func (s *Server) routes() []route {
 		{"/readyz", map[string]method{http.MethodGet: {accessPublic, s.readyz}}},
 		{"/metrics", map[string]method{http.MethodGet: {accessPublic, s.metricsHandler()}}},
 		{apiPrefix + "/reports", map[string]method{http.MethodPost: {accessNode, s.postReports}}},
+		{apiPrefix + "/apply", map[string]method{http.MethodPost: {accessAdmin, s.postApply}}},
+		{apiPrefix + "/export", map[string]method{http.MethodGet: {accessAdmin, s.getExport}}},
+		// Admin only: SPEC §2 names every route open without a credential,
+		// and this is not one of them.
+		{apiPrefix + "/openapi.json", map[string]method{http.MethodGet: {accessAdmin, s.openAPIHandler()}}},
 	}
 	for _, k := range registry.Kinds() {
 		base := apiPrefix + "/" + k.Route()

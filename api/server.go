@@ -1,6 +1,7 @@
 // Package api serves the control plane's REST API (SPEC §2): the entity
 // routes of every registry kind, latest states, batched reports from
-// proxies, health and readiness probes and the Prometheus metrics.
+// proxies, mesh documents (apply and export), the OpenAPI description of
+// all of it, health and readiness probes and the Prometheus metrics.
 //
 // It owns the HTTP side only: routing, body and query parsing, the error
 // shape, authentication and authorization, CORS, request metrics and
@@ -31,6 +32,7 @@ type Server struct {
 	authn     []Authenticator
 	origins   map[string]bool
 	maxBody   int64
+	maxApply  int64
 	readiness []readinessCheck
 	gatherer  prometheus.Gatherer
 	metrics   *metrics
@@ -45,6 +47,7 @@ type config struct {
 	authn      []Authenticator
 	origins    []string
 	maxBody    int64
+	maxApply   int64
 	readiness  []readinessCheck
 	// errs collects invalid options so New can report them all at once.
 	errs []error
@@ -98,6 +101,19 @@ func WithMaxBodyBytes(n int64) Option {
 	}
 }
 
+// WithMaxApplyBytes sets the body limit of POST /api/v1/apply
+// (`--max-apply-bytes`, default 64 MiB): a mesh document may describe a
+// whole ML system, far beyond the 1 MiB of a single entity.
+func WithMaxApplyBytes(n int64) Option {
+	return func(c *config) {
+		if n <= 0 {
+			c.errs = append(c.errs, fmt.Errorf("WithMaxApplyBytes: limit must be positive, not %d", n))
+			return
+		}
+		c.maxApply = n
+	}
+}
+
 // WithReadiness adds a component to /readyz: check returns nil while the
 // component serves, else what is wrong, which /readyz shows under name.
 // Checks are called on every probe and must be quick.
@@ -116,7 +132,7 @@ func New(reg *registry.Registry, opts ...Option) (*Server, error) {
 	if reg == nil {
 		return nil, errors.New("api: no registry")
 	}
-	c := &config{maxBody: DefaultMaxBodyBytes}
+	c := &config{maxBody: DefaultMaxBodyBytes, maxApply: DefaultMaxApplyBytes}
 	for _, o := range opts {
 		o(c)
 	}
@@ -159,6 +175,7 @@ func New(reg *registry.Registry, opts ...Option) (*Server, error) {
 		authn:     c.authn,
 		origins:   origins,
 		maxBody:   c.maxBody,
+		maxApply:  c.maxApply,
 		readiness: c.readiness,
 		gatherer:  c.gatherer,
 		metrics:   m,
