@@ -107,3 +107,15 @@ type FunctionResult struct {
 	Metadata   map[string]string `json:"metadata"`
 	Timestamp  string            `json:"timestamp,omitempty"`
 }
+
+// JoinToken is the record of one minted join token: what it binds and
+// whether it was revoked. The token itself is never stored.
+type JoinToken struct {
+	JTI       string `json:"jti"`
+	Node      string `json:"node"`
+	Endpoint  string `json:"endpoint,omitempty"`
+	Role      string `json:"role,omitempty"`
+	IssuedAt  string `json:"issued_at"`
+	ExpiresAt string `json:"expires_at"`
+	Revoked   bool   `json:"revoked"`
+}

@@ -24,6 +24,7 @@ const (
 	ftChildren                     // derived list of contained ids; an assertion on input
 	ftServerTime                   // set by the server; ignored on input
 	ftIgnored                      // accepted and dropped (policy_id of old clients)
+	ftTimestamp                    // an RFC 3339 time given by the client
 )
 
 type field struct {
@@ -56,7 +57,7 @@ const (
 // schemas are built once; they are read-only lookup data.
 var schemas = func() map[Kind]*kindSchema {
 	m := map[Kind]*kindSchema{}
-	for _, k := range Kinds() {
+	for _, k := range allKinds() {
 		m[k] = buildSchema(k)
 	}
 	return m
@@ -143,6 +144,18 @@ func buildSchema(k Kind) *kindSchema {
 			{name: "function_id", typ: ftRef, target: KindFunction, required: true, contains: true},
 			{name: "metadata", typ: ftMetadata, def: map[string]any{}},
 			{name: "timestamp", typ: ftServerTime},
+		}}
+	case KindJoinToken:
+		// Bindings are names, not references: a token outlives neither
+		// its expiry nor a revocation, and must not block deleting the
+		// endpoint or role it names.
+		return &kindSchema{kind: k, fields: []field{
+			{name: "node", typ: ftText, required: true},
+			{name: "endpoint", typ: ftString},
+			{name: "role", typ: ftString},
+			{name: "issued_at", typ: ftTimestamp, required: true},
+			{name: "expires_at", typ: ftTimestamp, required: true},
+			{name: "revoked", typ: ftBool},
 		}}
 	}
 	return nil

@@ -18,6 +18,11 @@ const (
 	KindFunction       Kind = "functions"
 	KindFunctionState  Kind = "function_states"
 	KindFunctionResult Kind = "function_results"
+
+	// KindJoinToken is internal: the durable record of each join token
+	// minted (its revocation list), served only by the identity routes,
+	// never by the generic entity routes or mesh documents.
+	KindJoinToken Kind = "join_tokens"
 )
 
 // Kinds lists every kind in dependency order: a kind only references kinds
@@ -29,8 +34,16 @@ func Kinds() []Kind {
 	}
 }
 
-// Valid reports whether k is one of the registry's kinds.
-func (k Kind) Valid() bool { return slices.Contains(Kinds(), k) }
+// allKinds is Kinds plus the internal kinds.
+func allKinds() []Kind { return append(Kinds(), KindJoinToken) }
+
+// Valid reports whether k is one of the registry's kinds, internal ones
+// included.
+func (k Kind) Valid() bool { return slices.Contains(allKinds(), k) }
+
+// Internal reports whether k is kept by the registry for the control
+// plane's own use rather than being part of the model (SPEC §1).
+func (k Kind) Internal() bool { return k == KindJoinToken }
 
 // History reports whether k is a history kind (states and results): owned by
 // one entity, kept newest-first up to the history limit, listed in commit
@@ -77,6 +90,8 @@ func (k Kind) IDField() string {
 		return "function_id"
 	case KindEndpointState, KindFunctionState, KindFunctionResult:
 		return "state_id"
+	case KindJoinToken:
+		return "jti"
 	}
 	return "id"
 }
@@ -104,6 +119,8 @@ func (k Kind) Singular() string {
 		return "function state"
 	case KindFunctionResult:
 		return "function result"
+	case KindJoinToken:
+		return "join token"
 	}
 	return string(k)
 }

@@ -34,6 +34,8 @@ func newValue(k Kind) any {
 		return &FunctionState{}
 	case KindFunctionResult:
 		return &FunctionResult{}
+	case KindJoinToken:
+		return &JoinToken{}
 	}
 	return nil
 }

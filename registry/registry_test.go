@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -453,3 +454,22 @@ func TestPutIsDeclarative(t *testing.T) {
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func jsonReader(s string) *strings.Reader { return strings.NewReader(s) }
+
+func TestJoinTokenRecordsAreInternal(t *testing.T) {
+	r := open(t, &logStore{})
+	res := mustDo(t, r, create(registry.KindJoinToken, `{"jti":"j1","node":"n1","endpoint":"e1","issued_at":"2026-01-02T03:04:05Z","expires_at":"2026-01-03T03:04:05Z"}`)(t))
+	if tok := res[0].Value.(*registry.JoinToken); tok.Node != "n1" || tok.Revoked {
+		t.Fatalf("token record: %+v", tok)
+	}
+	mustDo(t, r, registry.Op{Type: registry.OpUpdate, Kind: registry.KindJoinToken, ID: "j1", Body: body(t, `{"revoked":true}`)})
+	if o := r.View().Object(registry.KindJoinToken, "j1"); o == nil || !o.Value.(*registry.JoinToken).Revoked {
+		t.Fatal("revocation not stored")
+	}
+	_, err := r.Do(context.Background(), create(registry.KindJoinToken, `{"jti":"j2","node":"n1","issued_at":"yesterday","expires_at":"2026-01-03T03:04:05Z"}`)(t))
+	if registry.CodeOf(err) != registry.CodeInvalid {
+		t.Fatalf("bad time accepted: %v", err)
+	}
+	if !registry.KindJoinToken.Internal() || slices.Contains(registry.Kinds(), registry.KindJoinToken) {
+		t.Fatal("join tokens must stay out of the public kinds")
+	}
+}

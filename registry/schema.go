@@ -114,7 +114,7 @@ func dbSchema() *memdb.DBSchema {
 			},
 		},
 	}
-	for _, k := range Kinds() {
+	for _, k := range allKinds() {
 		idx := map[string]*memdb.IndexSchema{
 			indexID: {Name: indexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 		}

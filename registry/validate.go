@@ -246,6 +246,14 @@ func (v *validator) value(c *checked, f field, val any, p string) {
 			}
 			c.values[f.name] = s
 		}
+	case ftTimestamp:
+		if s, ok := str(); ok {
+			if _, err := time.Parse(time.RFC3339, s); err != nil {
+				v.add(p, "%q is not an RFC 3339 time", s)
+				return
+			}
+			c.values[f.name] = s
+		}
 	case ftHostPort:
 		if s, ok := str(); ok {
 			if s == "" {

@@ -186,7 +186,7 @@ func (v *View) All(k Kind) iter.Seq[*Object] {
 func entities(db *memdb.MemDB) iter.Seq2[Mutation, error] {
 	return func(yield func(Mutation, error) bool) {
 		txn := db.Txn(false)
-		for _, k := range Kinds() {
+		for _, k := range allKinds() {
 			it, err := txn.Get(string(k), indexID)
 			if err != nil {
 				yield(Mutation{}, fmt.Errorf("iterate %s: %w", k, err))
