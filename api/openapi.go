@@ -296,6 +296,9 @@ func (b *openAPIBuilder) entitySchemas(k registry.Kind) error {
 	if len(inReq) > 0 {
 		input["required"] = inReq
 	}
+	for key, rule := range entityRules(k) {
+		input[key] = rule
+	}
 	b.schemas[name+"Input"] = input
 	b.schemas[name+"Update"] = obj{
 		"type": "object", "properties": upd, "additionalProperties": false,

@@ -176,3 +176,22 @@ func entityFields(k registry.Kind) map[string]fieldDoc {
 	}
 	return nil
 }
+
+// entityRules are rules across fields of a kind's create body, as JSON
+// Schema keywords added to its Input schema.
+func entityRules(k registry.Kind) map[string]any {
+	if k == registry.KindSecurityPolicy {
+		// A policy that requires authentication names at least one role.
+		return map[string]any{
+			"if": map[string]any{
+				"required":   []any{"requires_authentication"},
+				"properties": map[string]any{"requires_authentication": map[string]any{"const": true}},
+			},
+			"then": map[string]any{
+				"required":   []any{"roles"},
+				"properties": map[string]any{"roles": map[string]any{"type": "array", "minItems": 1}},
+			},
+		}
+	}
+	return nil
+}
