@@ -9,6 +9,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/google/uuid"
 )
 
 // OpType is what an Op does.
@@ -90,7 +92,67 @@ func (r *Registry) DoEach(ctx context.Context, ops ...Op) ([]Result, error) {
 	return r.do(ctx, ops, true, false)
 }
 
+// maxConflictRetries bounds how often a write is resolved again after
+// losing a race with another replica.
+const maxConflictRetries = 20
+
 func (r *Registry) do(ctx context.Context, ops []Op, each, dryRun bool) ([]Result, error) {
+	synced := false
+	if each && r.follower != nil {
+		// DoEach commits what succeeds, so it cannot be retried after a
+		// partial refusal: catch up with the store's head first instead.
+		synced = true
+		if head, err := r.follower.Head(ctx); err == nil && head > r.Revision() {
+			if err := r.awaitRevision(ctx, head); err != nil {
+				return nil, unavailable("waiting for other replicas' writes", err)
+			}
+		}
+	}
+	for attempt := 1; ; attempt++ {
+		res, err := r.doOnce(ctx, ops, each, dryRun)
+		var ce *ConflictError
+		if !errors.As(err, &ce) {
+			if r.follower == nil || synced || !refusal(err, res) {
+				return res, err
+			}
+			// A refusal may come from not having seen another replica's
+			// write yet: catch up with the store's head, then decide.
+			synced = true
+			head, herr := r.follower.Head(ctx)
+			if herr != nil || head <= r.Revision() {
+				return res, err
+			}
+			if werr := r.awaitRevision(ctx, head); werr != nil {
+				return res, err
+			}
+			continue
+		}
+		if attempt == maxConflictRetries {
+			return nil, unavailable("the write lost the race with other replicas too often; try again", err)
+		}
+		// Resolve again once the winner's record is applied here.
+		if err := r.awaitRevision(ctx, ce.Head); err != nil {
+			return nil, unavailable("waiting for another replica's write", err)
+		}
+	}
+}
+
+// refusal reports whether a write was refused for a reason the latest
+// state could change: an invalid, missing or conflicting reference.
+func refusal(err error, res []Result) bool {
+	codes := []Code{CodeOf(err)}
+	for _, r := range res {
+		codes = append(codes, CodeOf(r.Err))
+	}
+	for _, c := range codes {
+		if c == CodeInvalid || c == CodeNotFound || c == CodeConflict {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Registry) doOnce(ctx context.Context, ops []Op, each, dryRun bool) ([]Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, unavailable("request cancelled", err)
 	}
@@ -132,7 +194,11 @@ func (r *Registry) do(ctx context.Context, ops []Op, each, dryRun bool) ([]Resul
 		r.mu.Unlock()
 		return nil, unavailable("internal error", err)
 	}
-	pending, err := r.store.Append(Record{Rev: w.rev, Mutations: w.muts})
+	rec := Record{Rev: w.rev, Mutations: w.muts}
+	if r.follower != nil {
+		rec.ID, rec.Parent = uuid.NewString(), r.lastID
+	}
+	pending, err := r.store.Append(rec)
 	if err != nil {
 		w.txn.Abort()
 		r.mu.Unlock()
@@ -140,14 +206,19 @@ func (r *Registry) do(ctx context.Context, ops []Op, each, dryRun bool) ([]Resul
 		return nil, unavailable("the write could not be stored", err)
 	}
 	w.txn.Commit()
-	r.rev, r.seq = w.rev, w.seq
+	r.rev, r.seq, r.lastID = w.rev, w.seq, rec.ID
 	snap := r.db.Snapshot()
 	r.pubMu.Lock()
-	r.queue = append(r.queue, queued{rev: w.rev, db: snap, changes: w.changes})
+	r.queue = append(r.queue, queued{rev: w.rev, seq: w.seq, id: rec.ID, db: snap, changes: w.changes})
 	r.pubMu.Unlock()
 	r.mu.Unlock()
 
 	if err := pending.Wait(ctx); err != nil {
+		var ce *ConflictError
+		if errors.As(err, &ce) {
+			r.rollback(w.rev, rec.ID)
+			return nil, ce
+		}
 		if ctx.Err() != nil {
 			// The caller gave up; the record may still become durable, and
 			// must then be published.
@@ -162,11 +233,21 @@ func (r *Registry) do(ctx context.Context, ops []Op, each, dryRun bool) ([]Resul
 		return nil, unavailable("the write could not be made durable", err)
 	}
 	r.publish(w.rev)
+	if r.follower != nil {
+		// A remote record may have superseded the queue; the follower
+		// publishes this one when the store delivers it back.
+		if err := r.awaitRevision(ctx, w.rev); err != nil {
+			return nil, unavailable("the write is committed but not yet visible here", err)
+		}
+	}
 	return results, nil
 }
 
 func (r *Registry) await(p Pending, rev uint64) {
 	if err := p.Wait(context.Background()); err != nil {
+		if errors.As(err, new(*ConflictError)) {
+			return // the record lost; nothing to publish
+		}
 		r.fail(fmt.Errorf("store revision %d: %w", rev, err))
 		return
 	}

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,7 +47,11 @@ type Registry struct {
 	mu     sync.Mutex // the writer lock
 	rev    uint64     // last revision appended
 	seq    uint64     // last history sequence number used
+	lastID string     // ID of the last record appended (replicated stores)
 	broken error      // set when the store failed: no more writes
+
+	follower   Follower // the store, when it is shared by replicas
+	stopFollow context.CancelFunc
 
 	pubMu     sync.Mutex
 	published atomic.Pointer[published]
@@ -61,13 +66,22 @@ type Registry struct {
 	bg        sync.WaitGroup
 }
 
+// published is a durable state readers may see. next is closed when a
+// newer state replaces it, so waiters need no polling.
 type published struct {
-	db  *memdb.MemDB
-	rev uint64
+	db   *memdb.MemDB
+	rev  uint64
+	seq  uint64
+	id   string
+	next chan struct{}
 }
 
+// queued is a record appended and applied to the live database, waiting
+// for durability, with the state it leads to.
 type queued struct {
 	rev     uint64
+	seq     uint64
+	id      string
 	db      *memdb.MemDB
 	changes []Change
 }
@@ -153,7 +167,7 @@ func Open(ctx context.Context, store Store, opts ...Option) (*Registry, error) {
 			}
 			txn.Commit()
 		}
-		r.rev = rec.Rev
+		r.rev, r.lastID = rec.Rev, rec.ID
 		records++
 		return nil
 	})
@@ -161,8 +175,20 @@ func Open(ctx context.Context, store Store, opts ...Option) (*Registry, error) {
 		return nil, fmt.Errorf("load registry: %w", err)
 	}
 	r.snapRev = r.rev
-	r.published.Store(&published{db: db.Snapshot(), rev: r.rev})
+	r.published.Store(&published{db: db.Snapshot(), rev: r.rev, seq: r.seq, id: r.lastID, next: make(chan struct{})})
 	r.log.Info("registry loaded", "revision", r.rev, "records", records, "duration", time.Since(start))
+	if f, ok := store.(Follower); ok {
+		r.follower = f
+		fctx, cancel := context.WithCancel(context.Background())
+		r.stopFollow = cancel
+		r.bg.Add(1)
+		go func() {
+			defer r.bg.Done()
+			if err := f.Follow(fctx, r.applyRemote); err != nil && fctx.Err() == nil {
+				r.fail(fmt.Errorf("follow the replicated store: %w", err))
+			}
+		}()
+	}
 	return r, nil
 }
 
@@ -193,6 +219,9 @@ func (r *Registry) close() error {
 		r.broken = errors.New("registry closed")
 	}
 	r.mu.Unlock()
+	if r.stopFollow != nil {
+		r.stopFollow()
+	}
 	r.bg.Wait()
 	r.pubMu.Lock()
 	for s := range r.subs {
@@ -223,6 +252,10 @@ func (r *Registry) fail(err error) {
 func (r *Registry) publish(rev uint64) {
 	r.pubMu.Lock()
 	defer r.pubMu.Unlock()
+	r.publishLocked(rev)
+}
+
+func (r *Registry) publishLocked(rev uint64) {
 	if rev <= r.published.Load().rev {
 		return
 	}
@@ -235,12 +268,124 @@ func (r *Registry) publish(rev uint64) {
 	if last == nil {
 		return
 	}
-	r.published.Store(&published{db: last.db, rev: last.rev})
 	for _, q := range r.queue[:n] {
 		r.notify(Event{Rev: q.rev, Changes: q.changes})
 	}
+	r.setPublished(&published{db: last.db, rev: last.rev, seq: last.seq, id: last.id})
 	r.queue = append(r.queue[:0:0], r.queue[n:]...)
 	r.maybeSnapshot(last.db, last.rev)
+}
+
+// setPublished replaces the published state and wakes its waiters.
+// Called with pubMu held.
+func (r *Registry) setPublished(p *published) {
+	p.next = make(chan struct{})
+	old := r.published.Swap(p)
+	close(old.next)
+}
+
+// awaitRevision waits until readers see revision rev.
+func (r *Registry) awaitRevision(ctx context.Context, rev uint64) error {
+	for {
+		p := r.published.Load()
+		if p.rev >= rev {
+			return nil
+		}
+		select {
+		case <-p.next:
+		case <-r.failed:
+			return r.Err()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// rollback discards, after a lost race, the record (rev, id) and every
+// local record resolved on top of it: the live database goes back to the
+// state just before it. A record that is no longer queued was already
+// rolled back or superseded by a remote record.
+func (r *Registry) rollback(rev uint64, id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+	i := slices.IndexFunc(r.queue, func(q queued) bool { return q.rev == rev && q.id == id })
+	if i < 0 {
+		return
+	}
+	p := r.published.Load()
+	base := queued{rev: p.rev, seq: p.seq, id: p.id, db: p.db}
+	if i > 0 {
+		base = r.queue[i-1]
+	}
+	r.db = base.db.Snapshot()
+	r.rev, r.seq, r.lastID = base.rev, base.seq, base.id
+	r.queue = r.queue[:i]
+}
+
+// applyRemote applies a record delivered by a replicated store. Records
+// this registry wrote are just published; another replica's record
+// replaces the live state, dooming local records still in flight (their
+// Parent is no longer the newest record, so the store refuses them).
+func (r *Registry) applyRemote(rec Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+	p := r.published.Load()
+	var db *memdb.MemDB
+	switch {
+	case rec.Reset:
+		fresh, err := memdb.NewMemDB(dbSchema())
+		if err != nil {
+			return fmt.Errorf("create registry tables: %w", err)
+		}
+		db = fresh
+	case rec.Rev <= p.rev:
+		return nil
+	case rec.Rev != p.rev+1:
+		return fmt.Errorf("replicated store skipped from revision %d to %d", p.rev, rec.Rev)
+	default:
+		if slices.ContainsFunc(r.queue, func(q queued) bool { return q.rev == rec.Rev && q.id == rec.ID }) {
+			r.publishLocked(rec.Rev)
+			return nil
+		}
+		db = p.db.Snapshot()
+	}
+	seq := p.seq
+	if rec.Reset {
+		seq = 0
+	}
+	objs, err := decodeAll(rec.Mutations, rec.Rev)
+	if err != nil {
+		return fmt.Errorf("apply revision %d: %w", rec.Rev, err)
+	}
+	txn := newTx(db)
+	changes := make([]Change, 0, len(rec.Mutations))
+	for i, m := range rec.Mutations {
+		if _, err := applyObject(txn, m, objs[i]); err != nil {
+			txn.Abort()
+			return fmt.Errorf("apply revision %d: %w", rec.Rev, err)
+		}
+		seq = max(seq, m.Seq)
+		changes = append(changes, Change{Kind: m.Kind, ID: m.ID, Deleted: m.Delete()})
+	}
+	if err := txn.flush(); err != nil {
+		txn.Abort()
+		return fmt.Errorf("apply revision %d: %w", rec.Rev, err)
+	}
+	txn.Commit()
+	r.db = db
+	r.rev, r.seq, r.lastID = rec.Rev, seq, rec.ID
+	r.queue = nil
+	ev := Event{Rev: rec.Rev, Changes: changes}
+	if rec.Reset {
+		ev = Event{Rev: rec.Rev, Resync: true}
+	}
+	r.notify(ev)
+	r.setPublished(&published{db: db.Snapshot(), rev: rec.Rev, seq: seq, id: rec.ID})
+	return nil
 }
 
 // maybeSnapshot asks a Snapshotter store to compact once enough
