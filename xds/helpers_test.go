@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
 	"net/url"
 	"os"
@@ -29,7 +30,7 @@ const (
 
 func openRegistry(t testing.TB) *registry.Registry {
 	t.Helper()
-	r, err := registry.Open(context.Background(), memstore.New())
+	r, err := registry.Open(context.Background(), memstore.New(), registry.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -376,7 +376,7 @@ func endpointClusterName(e string) string { return endpointPrefix + e }
 func localClusterName(e string) string    { return localPrefix + e }
 func functionHost(f string) string        { return f + functionDomain }
 
-func routeRef(name string) ref    { return ref{resourcev3.RouteType, name} }
-func clusterRef(name string) ref  { return ref{resourcev3.ClusterType, name} }
-func claRef(name string) ref      { return ref{resourcev3.EndpointType, name} }
-func secretRef(name string) ref   { return ref{resourcev3.SecretType, name} }
+func routeRef(name string) ref   { return ref{resourcev3.RouteType, name} }
+func clusterRef(name string) ref { return ref{resourcev3.ClusterType, name} }
+func claRef(name string) ref     { return ref{resourcev3.EndpointType, name} }
+func secretRef(name string) ref  { return ref{resourcev3.SecretType, name} }
