@@ -36,6 +36,10 @@ func (e usageError) Unwrap() error { return e.err }
 func commands() map[string]command {
 	return map[string]command{
 		"server": {summary: "run the control plane (REST API, registry)", run: runServer},
+		"apply":  {summary: "apply a mesh document (-f FILE) to the control plane", run: runApply},
+		"get":    {summary: "show entities: get KIND [ID] [-o table|json|yaml]", run: runGet},
+		"delete": {summary: "delete an entity: delete KIND ID [--cascade]", run: runDelete},
+		"export": {summary: "print the registry as a mesh document", run: runExport},
 	}
 }
 
@@ -62,6 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	err := cmd.run(ctx, args[1:], stdout, stderr)
+	var coded codedError
 	switch {
 	case err == nil:
 		return exitOK
@@ -70,6 +75,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.As(err, new(usageError)):
 		fmt.Fprintf(stderr, "cryptomesh %s: %v\n", args[0], err)
 		return exitUsage
+	case errors.As(err, &coded):
+		fmt.Fprintf(stderr, "cryptomesh %s: %v\n", args[0], err)
+		return coded.code
 	default:
 		fmt.Fprintf(stderr, "cryptomesh %s: %v\n", args[0], err)
 		return exitError
@@ -87,4 +95,18 @@ func usage(w io.Writer, cmds map[string]command) {
 		fmt.Fprintf(w, "  %-10s %s\n", n, cmds[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'cryptomesh COMMAND --help' for a command's flags.")
+	fmt.Fprint(w, `
+The client commands (apply, get, delete, export) reach the control plane at
+--server (CRYPTOMESH_SERVER, default http://127.0.0.1:19000) with the admin
+token in --token-file (CRYPTOMESH_TOKEN_FILE, default <data-dir>/admin-token,
+--data-dir defaulting to ./data as for the server).
+
+Exit codes:
+  0  success
+  1  error: the server failed or cannot be reached, the token was refused
+  2  usage: unknown command, flag or kind, missing arguments, unreadable -f FILE
+  3  not found: no such entity
+  4  conflict: still referenced (delete --cascade may help), or a clash with stored state
+  5  invalid input: the server refused the document or value (its errors name each field)
+`)
 }

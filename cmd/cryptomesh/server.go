@@ -30,6 +30,7 @@ type serverConfig struct {
 	insecure      bool
 	corsOrigins   listFlag
 	historyLimit  int
+	maxApplyBytes int64
 	snapshotEvery uint64
 	logLevel      string
 	logFormat     string
@@ -47,6 +48,7 @@ func serverFlags(cfg *serverConfig, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&cfg.insecure, "insecure", false, "allow plain HTTP on a non-loopback address")
 	fs.Var(&cfg.corsOrigins, "cors-origins", "browser origins allowed to call the API (comma-separated)")
 	fs.IntVar(&cfg.historyLimit, "history-limit", registry.DefaultHistoryLimit, "states and results kept per endpoint or function")
+	fs.Int64Var(&cfg.maxApplyBytes, "max-apply-bytes", api.DefaultMaxApplyBytes, "size limit of a mesh document posted to /api/v1/apply")
 	fs.Uint64Var(&cfg.snapshotEvery, "snapshot-every", 10000, "write a store snapshot after this many revisions (0: never)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
@@ -155,6 +157,7 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 		api.WithGatherer(promReg),
 		api.WithAuthenticator(tokens),
 		api.WithCORSOrigins(cfg.corsOrigins),
+		api.WithMaxApplyBytes(cfg.maxApplyBytes),
 	)
 	if err != nil {
 		return fmt.Errorf("api: %w", err)
