@@ -49,7 +49,7 @@ func (s *Server) cors(next http.Handler) http.Handler {
 			return
 		}
 		h.Set("Access-Control-Allow-Origin", origin)
-		h.Set("Access-Control-Expose-Headers", "X-Total-Count, Location")
+		h.Set("Access-Control-Expose-Headers", "X-Total-Count, Location, X-Registry-Revision")
 		next.ServeHTTP(w, r)
 	})
 }

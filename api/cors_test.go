@@ -28,6 +28,13 @@ func TestCORS(t *testing.T) {
 			t.Errorf("X-Total-Count not exposed to the browser")
 		}
 	})
+	t.Run("the export's revision is exposed", func(t *testing.T) {
+		r := e.in(t).send(req{method: "GET", path: "/api/v1/export", header: map[string]string{"Origin": ui}})
+		if r.status != 200 || r.header.Get("X-Registry-Revision") == "" ||
+			!strings.Contains(r.header.Get("Access-Control-Expose-Headers"), "X-Registry-Revision") {
+			t.Errorf("export to a browser: %d, revision %q, exposed %q", r.status, r.header.Get("X-Registry-Revision"), r.header.Get("Access-Control-Expose-Headers"))
+		}
+	})
 	t.Run("listed origin still needs a token", func(t *testing.T) {
 		r := e.in(t).send(req{method: "GET", path: "/api/v1/roles", token: noToken(), header: map[string]string{"Origin": ui}})
 		errorOf(t, r, http.StatusUnauthorized)
