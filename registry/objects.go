@@ -83,14 +83,7 @@ func decodeObject(m Mutation, rev uint64) (*Object, error) {
 	if err := json.Unmarshal(m.Value, v); err != nil {
 		return nil, fmt.Errorf("decode %s %q: %w", m.Kind, m.ID, err)
 	}
-	o := &Object{Kind: m.Kind, ID: m.ID, Rev: rev, Seq: m.Seq, Refs: refsOf(v), Value: v}
-	if s := schemaOf(m.Kind); s.owner != "" {
-		if ids := o.RefIDs(s.owner); len(ids) == 1 {
-			o.Owner = ids[0]
-		}
-		o.OwnerSeq = ownerSeq(o.Owner, o.Seq)
-	}
-	return o, nil
+	return newObject(m.Kind, m.ID, rev, m.Seq, v), nil
 }
 
 // applyMutation applies one resolved mutation to txn, keeping the counters

@@ -1,12 +1,12 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -285,6 +285,9 @@ func (w *writer) run(op Op) (Result, error) {
 		if op.ID == "" || !ValidID(op.ID) {
 			return Result{}, invalid("invalid id", FieldError{Field: op.Kind.IDField(), Message: idProblem(op.ID)})
 		}
+		if prev := getObject(w.txn.Txn, op.Kind, op.ID); prev != nil && identicalPut(op.Kind, op.ID, op.Body, prev) {
+			return w.result(op.Kind, op.ID, Unchanged), nil
+		}
 		if !w.exists(op.Kind, op.ID) {
 			body := maps.Clone(op.Body)
 			if v, ok := body[op.Kind.IDField()]; ok && v != nil && v != "" && v != op.ID {
@@ -306,21 +309,19 @@ func (w *writer) run(op Op) (Result, error) {
 // same bytes as the current entity is skipped and reports false, so
 // re-applying a document changes nothing and costs no revision.
 func (w *writer) put(k Kind, id string, seq uint64, value map[string]any) (bool, error) {
-	raw, err := encodeCanonical(k, value)
+	typed, ok := buildEntity(k, value)
+	if !ok {
+		return false, fmt.Errorf("build %s %q: checked values do not fit the entity", k, id)
+	}
+	if prev := getObject(w.txn.Txn, k, id); prev != nil && reflect.DeepEqual(prev.Value, typed) {
+		return false, nil
+	}
+	raw, err := json.Marshal(typed)
 	if err != nil {
 		return false, fmt.Errorf("encode %s %q: %w", k, id, err)
 	}
-	if prev := getObject(w.txn.Txn, k, id); prev != nil {
-		old, err := prev.Encode()
-		if err != nil {
-			return false, fmt.Errorf("encode stored %s %q: %w", k, id, err)
-		}
-		if bytes.Equal(old, raw) {
-			return false, nil
-		}
-	}
 	m := Mutation{Kind: k, ID: id, Seq: seq, Value: raw}
-	if _, err := applyMutation(w.txn, m, w.rev); err != nil {
+	if _, err := applyObject(w.txn, m, newObject(k, id, w.rev, seq, typed)); err != nil {
 		return false, err
 	}
 	w.muts = append(w.muts, m)
@@ -328,18 +329,51 @@ func (w *writer) put(k Kind, id string, seq uint64, value map[string]any) (bool,
 	return true, nil
 }
 
-// encodeCanonical turns checked values into the stored encoding: the
-// typed entity's JSON, so the log holds exactly what readers are served.
-func encodeCanonical(k Kind, value map[string]any) ([]byte, error) {
-	raw, err := json.Marshal(value)
-	if err != nil {
-		return nil, err
+// identicalPut reports whether a document entry would store exactly what
+// is stored already. Most entries of a re-applied document are; this
+// answers them without validating again (the stored entity is valid and
+// its references resolve). Anything unusual (embedded objects, asserted
+// children, an ill-typed or unknown field) takes the full path.
+func identicalPut(k Kind, id string, body map[string]any, prev *Object) bool {
+	values := make(map[string]any, len(body)+4)
+	for key, val := range body {
+		if val == nil {
+			continue
+		}
+		f, known := schemaOf(k).field(key)
+		switch {
+		case key == k.IDField():
+			if val != id && val != "" {
+				return false
+			}
+			continue
+		case known && (f.typ == ftChildren || f.typ == ftServerTime):
+			return false
+		case known && (f.typ == ftPolicy || f.typ == ftStorageRef):
+			if _, ok := val.(string); !ok {
+				return false
+			}
+		}
+		values[key] = val
 	}
-	v := newValue(k)
-	if err := json.Unmarshal(raw, v); err != nil {
-		return nil, err
+	applyDefaults(k, values)
+	values[k.IDField()] = id
+	if stamp := stampField(k); stamp != "" {
+		values[stamp] = stampOf(prev.Value)
 	}
-	return json.Marshal(v)
+	typed, ok := buildEntity(k, values)
+	return ok && reflect.DeepEqual(prev.Value, typed)
+}
+
+// stampField is the server-set time field of kind k, if it has one.
+func stampField(k Kind) string {
+	if _, ok := schemaOf(k).field("timestamp"); ok {
+		return "timestamp"
+	}
+	if _, ok := schemaOf(k).field("created_at"); ok {
+		return "created_at"
+	}
+	return ""
 }
 
 func (w *writer) remove(k Kind, id string) error {
@@ -421,12 +455,12 @@ func (w *writer) rewrite(k Kind, id string, body map[string]any, merge bool) (Re
 	if v, ok := body[idField]; ok && v != nil && v != "" && v != id {
 		return Result{}, invalid("the id cannot be changed", FieldError{Field: idField, Message: fmt.Sprintf("must be %q (the id in the path) or absent", id)})
 	}
-	stored, err := storedValues(prev)
-	if err != nil {
-		return Result{}, fmt.Errorf("decode stored %s %q: %w", k, id, err)
-	}
 	next := body
 	if merge {
+		stored, err := storedValues(prev)
+		if err != nil {
+			return Result{}, fmt.Errorf("decode stored %s %q: %w", k, id, err)
+		}
 		next = mergePatch(stored, body)
 	}
 	next = maps.Clone(next)
@@ -446,9 +480,7 @@ func (w *writer) rewrite(k Kind, id string, body map[string]any, merge bool) (Re
 	if err != nil {
 		return Result{}, err
 	}
-	createdAt, _ := stored["created_at"].(string)
-	timestamp, _ := stored["timestamp"].(string)
-	changed, err := w.commitPlan(p, prev.Seq, firstNonEmpty(createdAt, timestamp), false)
+	changed, err := w.commitPlan(p, prev.Seq, stampOf(prev.Value), false)
 	if err != nil {
 		return Result{}, err
 	}
@@ -464,15 +496,6 @@ func applyDefaults(k Kind, values map[string]any) {
 			values[f.name] = cloneDefault(f.def)
 		}
 	}
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, x := range s {
-		if x != "" {
-			return x
-		}
-	}
-	return ""
 }
 
 func onlyChildren(k Kind, patch map[string]any) map[string]any {
@@ -687,7 +710,7 @@ func (w *writer) commitPlan(p *plan, seq uint64, createdAt string, isNew bool) (
 			continue
 		}
 		e.values[e.kind.IDField()] = e.id
-		e.values["created_at"] = w.now
+		e.values[stampField(e.kind)] = w.now
 		if _, err := w.put(e.kind, e.id, 0, e.values); err != nil {
 			return false, err
 		}
@@ -695,14 +718,12 @@ func (w *writer) commitPlan(p *plan, seq uint64, createdAt string, isNew bool) (
 	}
 	values := p.values
 	values[p.kind.IDField()] = p.id
-	stamp := "created_at"
-	if p.kind.History() {
-		stamp = "timestamp"
-	}
 	if createdAt == "" {
 		createdAt = w.now
 	}
-	values[stamp] = createdAt
+	if stamp := stampField(p.kind); stamp != "" {
+		values[stamp] = createdAt
+	}
 	ok, err := w.put(p.kind, p.id, seq, values)
 	if err != nil {
 		return false, err

@@ -473,3 +473,15 @@ func TestJoinTokenRecordsAreInternal(t *testing.T) {
 		t.Fatal("join tokens must stay out of the public kinds")
 	}
 }
+
+func TestValidID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"a": true, "A9": true, "9a": true, "a.b_c-d": true, strings.Repeat("x", 128): true,
+		"": false, "-a": false, ".a": false, "_a": false, "a b": false, "a/b": false, "é": false,
+		strings.Repeat("x", 129): false, "a:b": false,
+	} {
+		if got := registry.ValidID(id); got != want {
+			t.Errorf("ValidID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}

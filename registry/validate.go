@@ -21,13 +21,21 @@ type FieldError struct {
 
 const maxIDLen = 128
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
 var sizePattern = regexp.MustCompile(`(?i)^([0-9]+(?:\.[0-9]+)?)\s*(KB|MB|GB|TB)$`)
 
 // ValidID reports whether s is a legal client-chosen id.
 func ValidID(s string) bool {
-	return len(s) >= 1 && len(s) <= maxIDLen && idPattern.MatchString(s)
+	if len(s) < 1 || len(s) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func idProblem(s string) string {
