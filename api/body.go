@@ -86,7 +86,7 @@ func decodeObject(raw []byte) (map[string]any, error) {
 	obj, ok := v.(map[string]any)
 	if !ok {
 		return nil, invalidInput("the request body must be a JSON object",
-			registry.FieldError{Field: "body", Message: fmt.Sprintf("must be a JSON object, not %s", jsonTypeName(v))})
+			registry.FieldError{Field: "body", Message: fmt.Sprintf("must be a JSON object, not %s", registry.TypeName(v))})
 	}
 	if err := checkDuplicateKeys(raw); err != nil {
 		return nil, err
@@ -105,23 +105,6 @@ func malformed(err error) *httpError {
 	return errorf(http.StatusBadRequest, "malformed JSON: %v", err)
 }
 
-func jsonTypeName(v any) string {
-	switch v.(type) {
-	case nil:
-		return "null"
-	case string:
-		return "a string"
-	case bool:
-		return "a boolean"
-	case json.Number:
-		return "a number"
-	case []any:
-		return "an array"
-	case map[string]any:
-		return "an object"
-	}
-	return fmt.Sprintf("%T", v)
-}
 
 // checkDuplicateKeys walks the tokens of an already validated JSON value
 // and reports the first object key given twice. It keeps an explicit stack

@@ -128,7 +128,7 @@ func reportItems(body map[string]any) ([]any, error) {
 	case !given || raw == nil:
 		errs = append(errs, registry.FieldError{Field: "items", Message: "is required"})
 	case !isList:
-		errs = append(errs, registry.FieldError{Field: "items", Message: fmt.Sprintf("must be an array, not %s", jsonTypeName(raw))})
+		errs = append(errs, registry.FieldError{Field: "items", Message: fmt.Sprintf("must be an array, not %s", registry.TypeName(raw))})
 	case len(items) > maxReportItems:
 		errs = append(errs, registry.FieldError{Field: "items", Message: fmt.Sprintf("holds %d items; at most %d are allowed per batch", len(items), maxReportItems)})
 	}
@@ -143,7 +143,7 @@ func reportItem(raw any) (registry.Kind, map[string]any, error) {
 	item, ok := raw.(map[string]any)
 	if !ok {
 		return "", nil, invalidInput("invalid report item",
-			registry.FieldError{Field: "", Message: fmt.Sprintf("an item must be an object {\"kind\", \"data\"}, not %s", jsonTypeName(raw))})
+			registry.FieldError{Field: "", Message: fmt.Sprintf("an item must be an object {\"kind\", \"data\"}, not %s", registry.TypeName(raw))})
 	}
 	var errs []registry.FieldError
 	for _, key := range sortedKeys(item) {
@@ -158,7 +158,7 @@ func reportItem(raw any) (registry.Kind, map[string]any, error) {
 	}
 	data, isObject := item["data"].(map[string]any)
 	if !isObject {
-		errs = append(errs, registry.FieldError{Field: "data", Message: fmt.Sprintf("must be an object, not %s", jsonTypeName(item["data"]))})
+		errs = append(errs, registry.FieldError{Field: "data", Message: fmt.Sprintf("must be an object, not %s", registry.TypeName(item["data"]))})
 	}
 	if len(errs) > 0 {
 		return "", nil, invalidInput("invalid report item", errs...)

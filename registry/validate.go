@@ -95,6 +95,10 @@ func join(prefix, name string) string {
 	return prefix + "." + name
 }
 
+// TypeName describes the JSON type of a decoded value for messages
+// ("a string", "an array"...).
+func TypeName(v any) string { return typeName(v) }
+
 func typeName(v any) string {
 	switch v.(type) {
 	case nil:
