@@ -105,7 +105,6 @@ func malformed(err error) *httpError {
 	return errorf(http.StatusBadRequest, "malformed JSON: %v", err)
 }
 
-
 // checkDuplicateKeys walks the tokens of an already validated JSON value
 // and reports the first object key given twice. It keeps an explicit stack
 // rather than recursing, so deep nesting cannot grow the goroutine stack.
