@@ -36,7 +36,7 @@ func (t *Translator) endpointCluster(e *endpoint, v tlsVariant) (*Resource, erro
 		if e.grpc {
 			alpn = []string{"h2"}
 		}
-		ts, err := transportSocket(&tlsv3.UpstreamTlsContext{CommonTlsContext: t.commonTLS(v, serverSANCheck(e.id), alpn)})
+		ts, err := t.transportSocket(&tlsv3.UpstreamTlsContext{CommonTlsContext: t.commonTLS(v, serverSANCheck(e.id), alpn)})
 		if err != nil {
 			return nil, err
 		}
@@ -49,11 +49,9 @@ func (t *Translator) endpointCluster(e *endpoint, v tlsVariant) (*Resource, erro
 			TransportSocket:      ts,
 		}
 		if e.grpc {
-			if c.TypedExtensionProtocolOptions, err = http2Options(); err != nil {
-				return nil, err
-			}
+			c.TypedExtensionProtocolOptions = t.http2
 		}
-		return newResource(resourcev3.ClusterType, name, c, append([]ref{claRef(name)}, tlsRefs(v)...)...)
+		return t.chk.newResource(resourcev3.ClusterType, name, c, append([]ref{claRef(name)}, tlsRefs(v)...)...)
 	})
 }
 
@@ -99,17 +97,16 @@ func (t *Translator) localCluster(e *endpoint) (*Resource, error) {
 		}
 		if e.grpc {
 			// The workload serves gRPC in cleartext HTTP/2.
-			var err error
-			if c.TypedExtensionProtocolOptions, err = http2Options(); err != nil {
-				return nil, err
-			}
+			c.TypedExtensionProtocolOptions = t.http2
 		}
-		return newResource(resourcev3.ClusterType, name, c)
+		return t.chk.newResource(resourcev3.ClusterType, name, c)
 	})
 }
 
-func http2Options() (map[string]*anypb.Any, error) {
-	opts, err := pack(&upstreamhttpv3.HttpProtocolOptions{
+// http2Options are the protocol options of clusters to gRPC endpoints,
+// built once per Translator and shared (read-only) by all of them.
+func (t *Translator) http2Options() (map[string]*anypb.Any, error) {
+	opts, err := t.chk.pack(&upstreamhttpv3.HttpProtocolOptions{
 		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
 			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
 				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
@@ -125,8 +122,8 @@ func http2Options() (map[string]*anypb.Any, error) {
 }
 
 // transportSocket wraps a TLS context (upstream or downstream).
-func transportSocket(tlsContext proto.Message) (*corev3.TransportSocket, error) {
-	a, err := pack(tlsContext)
+func (t *Translator) transportSocket(tlsContext proto.Message) (*corev3.TransportSocket, error) {
+	a, err := t.chk.pack(tlsContext)
 	if err != nil {
 		return nil, err
 	}

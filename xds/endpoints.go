@@ -24,7 +24,7 @@ func (t *Translator) loadAssignment(e *endpoint) (*Resource, error) {
 				LbEndpoints:         []*endpointv3.LbEndpoint{lbEndpoint(e.host, e.port, e.health)},
 			}}
 		}
-		return newResource(resourcev3.EndpointType, name, cla)
+		return t.chk.newResource(resourcev3.EndpointType, name, cla)
 	})
 }
 

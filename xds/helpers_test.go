@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -14,6 +15,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cryptomesh/cryptomesh/registry"
 	"github.com/cryptomesh/cryptomesh/registry/mesh"
@@ -88,11 +91,34 @@ func exampleTranslator(t testing.TB, rel string) *Translator {
 	return translatorFor(t, exampleRegistry(t, rel), Options{})
 }
 
+// translate translates for n and checks what every snapshot must satisfy:
+// each resource's bytes are the deterministic marshalling of its message
+// (also where they were assembled from parts), its version their hash, and
+// the message passes ValidateAll as a whole and everything packed in it
+// too (also where it was validated by parts).
 func translate(t testing.TB, tr *Translator, n Node) *Snapshot {
 	t.Helper()
 	s, err := tr.Translate(n)
 	if err != nil {
 		t.Fatalf("translate: %v", err)
+	}
+	var fresh checker // trusts no Any: unpacks and validates every one
+	for _, typeURL := range TypeURLs() {
+		for _, r := range s.Resources(typeURL) {
+			want, err := proto.MarshalOptions{Deterministic: true}.Marshal(r.Message)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(r.Bytes, want) {
+				t.Fatalf("%s %s: Bytes are not the deterministic marshalling of the message", shortType(typeURL), r.Name)
+			}
+			if r.Version != hashHex(r.Bytes) {
+				t.Fatalf("%s %s: version is not the hash of the bytes", shortType(typeURL), r.Name)
+			}
+			if err := fresh.validate(r.Message); err != nil {
+				t.Fatalf("%s %s does not validate as a whole: %v", shortType(typeURL), r.Name, err)
+			}
+		}
 	}
 	return s
 }

@@ -30,7 +30,7 @@ const (
 func (t *Translator) outboundListener(addr string) (*Resource, error) {
 	return t.resources.get("lds/outbound/"+addr, func() (*Resource, error) {
 		ap := netip.MustParseAddrPort(addr) // checked with the node
-		hcm, err := hcmFilter(&hcmv3.HttpConnectionManager{
+		hcm, err := t.hcmFilter(&hcmv3.HttpConnectionManager{
 			StatPrefix: outboundStatPrefix,
 			CodecType:  hcmv3.HttpConnectionManager_AUTO,
 			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
@@ -47,7 +47,7 @@ func (t *Translator) outboundListener(addr string) (*Resource, error) {
 			TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 			FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm}}},
 		}
-		return newResource(resourcev3.ListenerType, outboundName, lis, routeRef(outboundName))
+		return t.chk.newResource(resourcev3.ListenerType, outboundName, lis, routeRef(outboundName))
 	})
 }
 
@@ -71,7 +71,7 @@ func (t *Translator) inboundListener(e *endpoint) (*Resource, error) {
 			TrafficDirection: corev3.TrafficDirection_INBOUND,
 			FilterChains:     []*listenerv3.FilterChain{chain},
 		}
-		return newResource(resourcev3.ListenerType, inboundName, lis, append([]ref{clusterRef(localClusterName(e.id))}, tlsRefs(tlsSDS)...)...)
+		return t.chk.newResource(resourcev3.ListenerType, inboundName, lis, append([]ref{clusterRef(localClusterName(e.id))}, tlsRefs(tlsSDS)...)...)
 	})
 }
 
@@ -97,7 +97,7 @@ func (t *Translator) grpcServerListener(e *endpoint) (*Resource, error) {
 			TrafficDirection: corev3.TrafficDirection_INBOUND,
 			FilterChains:     []*listenerv3.FilterChain{chain},
 		}
-		return newResource(resourcev3.ListenerType, name, lis)
+		return t.chk.newResource(resourcev3.ListenerType, name, lis)
 	})
 }
 
@@ -106,7 +106,7 @@ func (t *Translator) grpcServerListener(e *endpoint) (*Resource, error) {
 // denies what no route's own rules allow, and the router last (grpc-go
 // NACKs any other order).
 func (t *Translator) inboundChain(e *endpoint, v tlsVariant, rc *routev3.RouteConfiguration, alpn []string) (*listenerv3.FilterChain, error) {
-	ts, err := transportSocket(&tlsv3.DownstreamTlsContext{
+	ts, err := t.transportSocket(&tlsv3.DownstreamTlsContext{
 		// The validation context is always there, so a client
 		// certificate that is presented is verified even when none is
 		// required; grpc-go also NACKs require_client_certificate without
@@ -117,11 +117,11 @@ func (t *Translator) inboundChain(e *endpoint, v tlsVariant, rc *routev3.RouteCo
 	if err != nil {
 		return nil, err
 	}
-	rbac, err := pack(&rbacfilterv3.RBAC{Rules: denyAllRules()})
+	rbac, err := t.chk.pack(&rbacfilterv3.RBAC{Rules: denyAllRules()})
 	if err != nil {
 		return nil, err
 	}
-	hcm, err := hcmFilter(&hcmv3.HttpConnectionManager{
+	hcm, err := t.hcmFilter(&hcmv3.HttpConnectionManager{
 		StatPrefix:     inboundStatPrefix,
 		CodecType:      hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc},
@@ -147,18 +147,14 @@ func requiresClientCert(p *policy) bool { return !p.open && !p.audit }
 func (t *Translator) apiListener(f *function) (*Resource, error) {
 	return t.resources.get("lds/api/"+f.id, func() (*Resource, error) {
 		host := functionHost(f.id)
-		router, err := routerFilter()
-		if err != nil {
-			return nil, err
-		}
-		hcm, err := pack(&hcmv3.HttpConnectionManager{
+		hcm, err := t.chk.pack(&hcmv3.HttpConnectionManager{
 			// grpc-go ignores it; validation requires it.
 			StatPrefix: f.id,
 			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 				ConfigSource:    adsSource(),
 				RouteConfigName: host,
 			}},
-			HttpFilters: []*hcmv3.HttpFilter{router},
+			HttpFilters: []*hcmv3.HttpFilter{t.router},
 		})
 		if err != nil {
 			return nil, err
@@ -167,19 +163,15 @@ func (t *Translator) apiListener(f *function) (*Resource, error) {
 			Name:        host,
 			ApiListener: &listenerv3.ApiListener{ApiListener: hcm},
 		}
-		return newResource(resourcev3.ListenerType, host, lis, routeRef(host))
+		return t.chk.newResource(resourcev3.ListenerType, host, lis, routeRef(host))
 	})
 }
 
 // hcmFilter packs a connection manager with the given HTTP filters followed
 // by the router.
-func hcmFilter(hcm *hcmv3.HttpConnectionManager, filters ...*hcmv3.HttpFilter) (*listenerv3.Filter, error) {
-	router, err := routerFilter()
-	if err != nil {
-		return nil, err
-	}
-	hcm.HttpFilters = append(filters, router)
-	a, err := pack(hcm)
+func (t *Translator) hcmFilter(hcm *hcmv3.HttpConnectionManager, filters ...*hcmv3.HttpFilter) (*listenerv3.Filter, error) {
+	hcm.HttpFilters = append(filters, t.router)
+	a, err := t.chk.pack(hcm)
 	if err != nil {
 		return nil, err
 	}
@@ -189,8 +181,10 @@ func hcmFilter(hcm *hcmv3.HttpConnectionManager, filters ...*hcmv3.HttpFilter) (
 	}, nil
 }
 
-func routerFilter() (*hcmv3.HttpFilter, error) {
-	a, err := pack(&routerv3.Router{})
+// routerFilter is the router, last in every filter chain; one per
+// Translator, shared (read-only) by every connection manager.
+func (t *Translator) routerFilter() (*hcmv3.HttpFilter, error) {
+	a, err := t.chk.pack(&routerv3.Router{})
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"iter"
 	"net"
 	"net/netip"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +42,9 @@ type Model struct {
 type role struct {
 	id    string
 	perms []permission
+	// scoped: some permission has a glob, so what the role is granted
+	// depends on the function.
+	scoped bool
 }
 
 // action is what a permission lets a caller do (SPEC §1 grammar).
@@ -56,6 +60,25 @@ const (
 type permission struct {
 	action action
 	glob   string // "" when unscoped; else a path.Match pattern over function ids
+	// prefix is set when glob is a plain prefix followed by one '*' (the
+	// usual `execute:ml_*`), which matches exactly the ids with that
+	// prefix: path.Match's '*' stops only at '/', which ids cannot hold.
+	prefix    string
+	hasPrefix bool
+}
+
+// covers reports whether the permission's scope includes function fn.
+func (p permission) covers(fn string) bool {
+	switch {
+	case p.glob == "":
+		return true
+	case p.hasPrefix:
+		return strings.HasPrefix(fn, p.prefix)
+	}
+	// A malformed glob was refused by the registry; if one slipped
+	// through, the error makes it match nothing (fail closed).
+	ok, err := path.Match(p.glob, fn)
+	return err == nil && ok
 }
 
 // policy is a security policy reduced to what authorization needs.
@@ -113,6 +136,7 @@ func NewModel(src Source) (*Model, error) {
 				continue
 			}
 			parsed.perms = append(parsed.perms, perm)
+			parsed.scoped = parsed.scoped || perm.glob != ""
 		}
 		m.roles[o.ID] = parsed
 	}
@@ -317,6 +341,9 @@ func parsePermission(p string) (permission, error) {
 		return permission{}, fmt.Errorf("parse permission: %w", err)
 	}
 	perm := permission{glob: glob}
+	if head, ok := strings.CutSuffix(glob, "*"); ok && !strings.ContainsAny(head, `*?[\`) {
+		perm.prefix, perm.hasPrefix = head, true
+	}
 	switch act {
 	case "execute", "*":
 		perm.action = actExecute

@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"path"
 	"slices"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
@@ -48,12 +47,8 @@ func grantOn(r *role, fn string, grpcCall bool) grant {
 	}
 	var read, write bool
 	for _, p := range r.perms {
-		if p.glob != "" {
-			// A malformed glob was refused by the registry; if one slips
-			// through, the error makes it match nothing (fail closed).
-			if ok, err := path.Match(p.glob, fn); err != nil || !ok {
-				continue
-			}
+		if !p.covers(fn) {
+			continue
 		}
 		switch p.action {
 		case actExecute:
@@ -97,16 +92,17 @@ func (m *Model) mayCall(roleID string, f *function) bool {
 	if roleID != "" {
 		r = m.roles[roleID]
 	}
-	g := grantOn(r, f.id, f.endpoint.grpc)
+	needGrant := false
 	for _, p := range policiesOf(f) {
 		if p.open || p.audit {
 			continue
 		}
-		if r == nil || !p.hasRole(roleID) || g.empty() {
+		if r == nil || !p.hasRole(roleID) {
 			return false
 		}
+		needGrant = true
 	}
-	return true
+	return !needGrant || !grantOn(r, f.id, f.endpoint.grpc).empty()
 }
 
 func (p *policy) hasRole(id string) bool {
@@ -169,6 +165,39 @@ func (m *Model) routeRBAC(td string, f *function, mode rbacMode) *rbacfilterv3.R
 		ShadowRules:           m.rolesRules(td, f, grpcCall, authenticated),
 		ShadowRulesStatPrefix: rbacShadowStatPrefix,
 	}}
+}
+
+// rbacKey identifies what routeRBAC(f, mode) depends on besides f's
+// endpoint: the service's policy and what each role of either policy is
+// granted on f — which differs between functions only for roles with
+// scoped permissions. Two functions of one endpoint with the same key get
+// the same rules.
+// The key is appended to b, so that a caller can reuse one buffer.
+func (m *Model) rbacKey(b []byte, f *function, mode rbacMode) []byte {
+	grpcCall := f.endpoint.grpc || mode == rbacGRPC
+	b = append(b, f.service.id...)
+	for _, p := range policiesOf(f) {
+		for _, id := range p.roles {
+			r := m.roles[id]
+			if r == nil || !r.scoped {
+				continue
+			}
+			g := grantOn(r, f.id, grpcCall)
+			b = append(b, 0)
+			b = append(b, id...)
+			switch {
+			case g.any:
+				b = append(b, "=*"...)
+			case len(g.methods) > 0:
+				b = append(b, '=')
+				for _, method := range g.methods {
+					b = append(b, method...)
+					b = append(b, ',')
+				}
+			}
+		}
+	}
+	return b
 }
 
 // rolesRules allows a request to f when its caller holds a role that every

@@ -2,11 +2,13 @@ package xds
 
 import (
 	"maps"
+	"path"
 	"slices"
 	"testing"
 	"time"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 )
 
 // testRole builds a role from permission strings in the SPEC §1 grammar.
@@ -19,6 +21,7 @@ func testRole(t testing.TB, id string, perms ...string) *role {
 			t.Fatal(err)
 		}
 		r.perms = append(r.perms, perm)
+		r.scoped = r.scoped || perm.glob != ""
 	}
 	return r
 }
@@ -67,6 +70,28 @@ func TestGrantOn(t *testing.T) {
 	}
 	if g := grantOn(nil, "f", false); !g.empty() {
 		t.Fatalf("a missing role grants %+v", g)
+	}
+}
+
+// TestPermissionCoversLikePathMatch: the prefix fast path decides exactly
+// as path.Match would.
+func TestPermissionCoversLikePathMatch(t *testing.T) {
+	globs := []string{"*", "ml_*", "ml_", "ml_*_x", "ml?*", "[a-m]*", "a\\*", "report_*", "*_f00?", "s0*", "ml_**"}
+	ids := []string{"ml_train", "ml_", "ml", "mlx_", "report_daily", "a*", "ab", "s03_m01_f001", "x_f001", "ML_train"}
+	for _, g := range globs {
+		perm, err := parsePermission("execute:" + g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			want, _ := path.Match(g, id)
+			if got := perm.covers(id); got != want {
+				t.Errorf("glob %q, id %q: covers=%v, path.Match=%v", g, id, got, want)
+			}
+		}
+	}
+	if perm, _ := parsePermission("execute:report_*"); !perm.hasPrefix {
+		t.Error("a plain prefix glob does not take the fast path")
 	}
 }
 
@@ -160,7 +185,7 @@ func TestRouteRBAC(t *testing.T) {
 			}
 			fx := newRBACFixture(t, tt.svc, ep, tt.grpc, roles(t)...)
 			per := fx.model.routeRBAC(testTrustDomain, fx.fn, tt.mode)
-			if err := validate(per); err != nil {
+			if err := new(checker).validate(per); err != nil {
 				t.Fatalf("invalid RBACPerRoute: %v", err)
 			}
 			if tt.want.disabled {
@@ -276,5 +301,32 @@ func TestMayCall(t *testing.T) {
 				t.Fatalf("mayCall(%q) = %v, want %v", tt.role, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestRouteListsHaveOnlyItemRules pins what validating outbound route
+// configurations by parts relies on: protoc-gen-validate has no rule on
+// RouteConfiguration.virtual_hosts or VirtualHost.routes as lists (no
+// minimum, maximum or uniqueness), so a configuration is valid exactly
+// when its own fields and each item are.
+func TestRouteListsHaveOnlyItemRules(t *testing.T) {
+	vh := &routev3.VirtualHost{Name: "v", Domains: []string{"v.cryptomesh"}}
+	route := &routev3.Route{Match: prefixMatch("/"), Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "c"}}}}
+	for name, m := range map[string]allValidator{
+		"no virtual hosts":       &routev3.RouteConfiguration{Name: "r"},
+		"repeated virtual hosts": &routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{vh, vh}},
+		"many virtual hosts":     &routev3.RouteConfiguration{Name: "r", VirtualHosts: slices.Repeat([]*routev3.VirtualHost{vh}, 20_000)},
+		"no routes":              &routev3.VirtualHost{Name: "v", Domains: []string{"*"}},
+		"repeated routes":        &routev3.VirtualHost{Name: "v", Domains: []string{"*"}, Routes: []*routev3.Route{route, route}},
+		"many routes":            &routev3.VirtualHost{Name: "v", Domains: []string{"*"}, Routes: slices.Repeat([]*routev3.Route{route}, 20_000)},
+	} {
+		if err := m.ValidateAll(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// Items are still checked one by one.
+	bad := &routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{vh, {Name: "no domains"}}}
+	if err := bad.ValidateAll(); err == nil {
+		t.Error("a virtual host without domains passed")
 	}
 }

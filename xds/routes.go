@@ -1,11 +1,16 @@
 package xds
 
 import (
+	"encoding/binary"
+	"fmt"
 	"slices"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -20,19 +25,94 @@ const prefixVirtualHost = "/fn/"
 // nothing else, so a caller cannot even name a function it may not call.
 // It depends on the role only and is shared by every Envoy and proxy node
 // calling in it.
+//
+// A function's virtual host and prefix route are the same in the
+// configuration of every role that may call it, so they are built,
+// validated and marshalled once (functionRoutes), and each role's
+// configuration is assembled from them:
+//   - validation by parts: the configuration's own fields and its
+//     catch-all virtual host here, the shared parts once. That is exactly
+//     ValidateAll of the whole, because protoc-gen-validate has no rule on
+//     virtual_hosts or routes as lists, only on each item
+//     (TestRouteListsHaveOnlyItemRules pins it).
+//   - bytes by concatenation: deterministic marshalling writes fields in
+//     field-number order, so appending the parts' encodings in that order
+//     gives the bytes proto.Marshal would (every test translation checks
+//     Bytes against proto.Marshal).
 func (t *Translator) outboundRoutes(roleID string) (*Resource, error) {
 	return t.resources.get("rds/outbound/"+roleID, func() (*Resource, error) {
 		fns, err := t.callable(roleID, false)
 		if err != nil {
 			return nil, err
 		}
-		rc := &routev3.RouteConfiguration{Name: outboundName}
-		var byPrefix []*routev3.Route
-		var refs []ref
+		invalid := func(err error) error {
+			return fmt.Errorf("%s %q is invalid: %w", shortType(resourcev3.RouteType), outboundName, err)
+		}
+		parts := make([]functionRoutes, 0, len(fns))
+		refs := make([]ref, 0, len(fns))
+		size := 0
 		for _, f := range fns {
-			cluster := endpointClusterName(f.endpoint.id)
-			host := functionHost(f.id)
-			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+			fr, err := t.functionRoutes(f)
+			if err != nil {
+				return nil, err
+			}
+			parts = append(parts, fr)
+			refs = append(refs, clusterRef(endpointClusterName(f.endpoint.id)))
+			size += len(fr.vhostBytes) + len(fr.byPrefixBytes) + 2*binary.MaxVarintLen64
+		}
+
+		rc := &routev3.RouteConfiguration{Name: outboundName, VirtualHosts: make([]*routev3.VirtualHost, 0, len(parts)+1)}
+		if err := t.chk.validate(rc); err != nil {
+			return nil, invalid(err)
+		}
+		b := make([]byte, 0, size+64)
+		if b, err = deterministic().MarshalAppend(b, rc); err != nil {
+			return nil, fmt.Errorf("marshal %s: %w", outboundName, err)
+		}
+		for _, fr := range parts {
+			rc.VirtualHosts = append(rc.VirtualHosts, fr.vhost)
+			b = appendMessageField(b, fieldNumber(rc, "virtual_hosts"), fr.vhostBytes)
+		}
+		if len(parts) > 0 {
+			catchAll := &routev3.VirtualHost{Name: prefixVirtualHost, Domains: []string{"*"}}
+			if err := t.chk.validate(catchAll); err != nil {
+				return nil, invalid(err)
+			}
+			vb, err := deterministic().Marshal(catchAll)
+			if err != nil {
+				return nil, fmt.Errorf("marshal %s: %w", outboundName, err)
+			}
+			for _, fr := range parts {
+				catchAll.Routes = append(catchAll.Routes, fr.byPrefix)
+				vb = appendMessageField(vb, fieldNumber(catchAll, "routes"), fr.byPrefixBytes)
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, catchAll)
+			b = appendMessageField(b, fieldNumber(rc, "virtual_hosts"), vb)
+		}
+		return assembledResource(resourcev3.RouteType, outboundName, rc, b, compactRefs(refs)...), nil
+	})
+}
+
+// functionRoutes are the two ways to reach F on the outbound side, with
+// their encodings.
+type functionRoutes struct {
+	vhost         *routev3.VirtualHost // by :authority
+	byPrefix      *routev3.Route       // by /fn/<F>/ on any host
+	vhostBytes    []byte
+	byPrefixBytes []byte
+}
+
+// functionRoutes builds, validates and marshals F's outbound routes once
+// per Translator, for the configurations of every role that may call F to
+// share (read-only).
+func (t *Translator) functionRoutes(f *function) (functionRoutes, error) {
+	return t.fnRoutes.get(f.id, func() (functionRoutes, error) {
+		cluster := endpointClusterName(f.endpoint.id)
+		host := functionHost(f.id)
+		prefixed := outboundAction(f, cluster)
+		prefixed.PrefixRewrite = "/"
+		fr := functionRoutes{
+			vhost: &routev3.VirtualHost{
 				Name: f.id,
 				// The port wildcard lets an application address
 				// F.cryptomesh:15001, or any port, as it likes.
@@ -42,25 +122,41 @@ func (t *Translator) outboundRoutes(roleID string) (*Resource, error) {
 					Match:  prefixMatch("/"),
 					Action: &routev3.Route_Route{Route: outboundAction(f, cluster)},
 				}},
-			})
-			prefixed := outboundAction(f, cluster)
-			prefixed.PrefixRewrite = "/"
-			byPrefix = append(byPrefix, &routev3.Route{
+			},
+			byPrefix: &routev3.Route{
 				Name:   prefixVirtualHost + f.id,
 				Match:  prefixMatch("/fn/" + f.id + "/"),
 				Action: &routev3.Route_Route{Route: prefixed},
-			})
-			refs = append(refs, clusterRef(cluster))
+			},
 		}
-		if len(byPrefix) > 0 {
-			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
-				Name:    prefixVirtualHost,
-				Domains: []string{"*"},
-				Routes:  byPrefix,
-			})
+		var err error
+		if err = t.chk.validate(fr.vhost); err != nil {
+			return functionRoutes{}, fmt.Errorf("virtual host of function %s: %w", f.id, err)
 		}
-		return newResource(resourcev3.RouteType, outboundName, rc, compactRefs(refs)...)
+		if err = t.chk.validate(fr.byPrefix); err != nil {
+			return functionRoutes{}, fmt.Errorf("prefix route of function %s: %w", f.id, err)
+		}
+		if fr.vhostBytes, err = deterministic().Marshal(fr.vhost); err != nil {
+			return functionRoutes{}, fmt.Errorf("marshal virtual host of function %s: %w", f.id, err)
+		}
+		if fr.byPrefixBytes, err = deterministic().Marshal(fr.byPrefix); err != nil {
+			return functionRoutes{}, fmt.Errorf("marshal prefix route of function %s: %w", f.id, err)
+		}
+		return fr, nil
 	})
+}
+
+// appendMessageField appends one length-delimited field holding an
+// encoded message.
+func appendMessageField(b []byte, num protowire.Number, msg []byte) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendBytes(b, msg)
+}
+
+// fieldNumber is the number of m's field called name, from the descriptor
+// rather than hard-coded.
+func fieldNumber(m proto.Message, name protoreflect.Name) protowire.Number {
+	return m.ProtoReflect().Descriptor().Fields().ByName(name).Number()
 }
 
 // outboundAction routes to F's endpoint with F's timeout and with the
@@ -105,7 +201,7 @@ func (t *Translator) apiRoutes(f *function) (*Resource, error) {
 				}},
 			}},
 		}
-		return newResource(resourcev3.RouteType, host, rc, clusterRef(cluster))
+		return t.chk.newResource(resourcev3.RouteType, host, rc, clusterRef(cluster))
 	})
 }
 
@@ -116,11 +212,21 @@ func (t *Translator) apiRoutes(f *function) (*Resource, error) {
 // non_forwarding_action, since it is the workload (a forwarding route is
 // accepted by grpc-go and then fails every RPC).
 func (t *Translator) inboundRoutes(e *endpoint, mode rbacMode) (*routev3.RouteConfiguration, error) {
-	rc := &routev3.RouteConfiguration{Name: inboundName}
+	rc := &routev3.RouteConfiguration{Name: inboundName, VirtualHosts: make([]*routev3.VirtualHost, 0, len(e.functions))}
+	// Functions whose rules come out the same share one packed override:
+	// usually most of an endpoint's functions, unless scoped permissions
+	// tell them apart.
+	overrides := map[string]*anypb.Any{}
+	var key []byte
 	for _, f := range e.functions {
-		override, err := pack(t.model.routeRBAC(t.td, f, mode))
-		if err != nil {
-			return nil, err
+		key = t.model.rbacKey(key[:0], f, mode)
+		override, ok := overrides[string(key)]
+		if !ok {
+			var err error
+			if override, err = t.chk.pack(t.model.routeRBAC(t.td, f, mode)); err != nil {
+				return nil, err
+			}
+			overrides[string(key)] = override
 		}
 		route := &routev3.Route{
 			Name:                 f.id,

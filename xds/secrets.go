@@ -111,7 +111,7 @@ func (t *Translator) secrets(expectedID string, c *Credentials) ([]*Resource, er
 	if err := checkBundle(c.BundlePEM); err != nil {
 		return nil, err
 	}
-	cert, err := newResource(resourcev3.SecretType, secretCertName, &tlsv3.Secret{
+	cert, err := t.chk.newResource(resourcev3.SecretType, secretCertName, &tlsv3.Secret{
 		Name: secretCertName,
 		Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
 			CertificateChain: inlineBytes(c.CertChainPEM),
@@ -122,7 +122,7 @@ func (t *Translator) secrets(expectedID string, c *Credentials) ([]*Resource, er
 		return nil, err
 	}
 	root, err := t.resources.get("sds/rootca/"+hashHex(c.BundlePEM), func() (*Resource, error) {
-		return newResource(resourcev3.SecretType, secretRootCAName, &tlsv3.Secret{
+		return t.chk.newResource(resourcev3.SecretType, secretRootCAName, &tlsv3.Secret{
 			Name: secretRootCAName,
 			Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 				TrustedCa: inlineBytes(c.BundlePEM),

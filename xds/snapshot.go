@@ -49,24 +49,21 @@ func deterministic() proto.MarshalOptions { return proto.MarshalOptions{Determin
 // newResource validates m (and everything packed in it), marshals it once
 // and hashes it. A resource that fails validation is an error naming it and
 // is never returned.
-func newResource(typeURL, name string, m proto.Message, refs ...ref) (*Resource, error) {
-	if err := validate(m); err != nil {
+func (c *checker) newResource(typeURL, name string, m proto.Message, refs ...ref) (*Resource, error) {
+	if err := c.validate(m); err != nil {
 		return nil, fmt.Errorf("%s %q is invalid: %w", shortType(typeURL), name, err)
 	}
 	b, err := deterministic().Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("marshal %s %q: %w", shortType(typeURL), name, err)
 	}
-	return &Resource{TypeURL: typeURL, Name: name, Message: m, Bytes: b, Version: hashHex(b), refs: refs}, nil
+	return assembledResource(typeURL, name, m, b, refs...), nil
 }
 
-// pack puts m into an Any with deterministic bytes.
-func pack(m proto.Message) (*anypb.Any, error) {
-	a := &anypb.Any{}
-	if err := anypb.MarshalFrom(a, m, deterministic()); err != nil {
-		return nil, fmt.Errorf("pack %s: %w", m.ProtoReflect().Descriptor().FullName(), err)
-	}
-	return a, nil
+// assembledResource is a resource whose validation and encoding the caller
+// has done (by parts, for the outbound route configuration).
+func assembledResource(typeURL, name string, m proto.Message, b []byte, refs ...ref) *Resource {
+	return &Resource{TypeURL: typeURL, Name: name, Message: m, Bytes: b, Version: hashHex(b), refs: refs}
 }
 
 func hashHex(b []byte) string {

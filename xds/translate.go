@@ -20,8 +20,19 @@ import (
 	"fmt"
 	"net/netip"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/cryptomesh/cryptomesh/registry"
 )
@@ -133,8 +144,14 @@ type Translator struct {
 	td    string
 	sds   string
 
+	chk       *checker
 	resources memo[*Resource]
 	reach     memo[[]*function]
+	fnRoutes  memo[functionRoutes]
+
+	// Pieces every resource of their kind holds, built once.
+	router *hcmv3.HttpFilter
+	http2  map[string]*anypb.Any
 }
 
 // NewTranslator returns a Translator for m.
@@ -149,7 +166,14 @@ func NewTranslator(m *Model, opts Options) (*Translator, error) {
 	if opts.SDSCluster != "" && !registry.ValidID(opts.SDSCluster) {
 		return nil, fmt.Errorf("xds: SDS cluster name %q: use 1-128 characters of A-Z a-z 0-9 . _ -", opts.SDSCluster)
 	}
-	return &Translator{model: m, td: td.Name(), sds: opts.SDSCluster}, nil
+	t := &Translator{model: m, td: td.Name(), sds: opts.SDSCluster, chk: newChecker(generatedTypes()...)}
+	if t.router, err = t.routerFilter(); err != nil {
+		return nil, fmt.Errorf("xds: %w", err)
+	}
+	if t.http2, err = t.http2Options(); err != nil {
+		return nil, fmt.Errorf("xds: %w", err)
+	}
+	return t, nil
 }
 
 // Model returns the model the translator serves.
@@ -380,3 +404,22 @@ func routeRef(name string) ref   { return ref{resourcev3.RouteType, name} }
 func clusterRef(name string) ref { return ref{resourcev3.ClusterType, name} }
 func claRef(name string) ref     { return ref{resourcev3.EndpointType, name} }
 func secretRef(name string) ref  { return ref{resourcev3.SecretType, name} }
+
+// generatedTypes are the message types this package builds: the five
+// resource types and everything it packs into an Any.
+func generatedTypes() []protoreflect.MessageDescriptor {
+	return []protoreflect.MessageDescriptor{
+		(&listenerv3.Listener{}).ProtoReflect().Descriptor(),
+		(&routev3.RouteConfiguration{}).ProtoReflect().Descriptor(),
+		(&clusterv3.Cluster{}).ProtoReflect().Descriptor(),
+		(&endpointv3.ClusterLoadAssignment{}).ProtoReflect().Descriptor(),
+		(&tlsv3.Secret{}).ProtoReflect().Descriptor(),
+		(&hcmv3.HttpConnectionManager{}).ProtoReflect().Descriptor(),
+		(&routerv3.Router{}).ProtoReflect().Descriptor(),
+		(&rbacfilterv3.RBAC{}).ProtoReflect().Descriptor(),
+		(&rbacfilterv3.RBACPerRoute{}).ProtoReflect().Descriptor(),
+		(&tlsv3.UpstreamTlsContext{}).ProtoReflect().Descriptor(),
+		(&tlsv3.DownstreamTlsContext{}).ProtoReflect().Descriptor(),
+		(&upstreamhttpv3.HttpProtocolOptions{}).ProtoReflect().Descriptor(),
+	}
+}

@@ -19,6 +19,7 @@ import (
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -26,6 +27,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/cryptomesh/cryptomesh/registry"
 )
@@ -181,8 +183,8 @@ func TestVersionsAreContentHashes(t *testing.T) {
 
 func mustAny(t testing.TB, r *Resource) proto.Message {
 	t.Helper()
-	a, err := pack(r.Message)
-	if err != nil {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, r.Message, proto.MarshalOptions{Deterministic: true}); err != nil {
 		t.Fatal(err)
 	}
 	return a
@@ -673,27 +675,30 @@ functions:
 }
 
 // TestInvalidResourcesAreNotPublished: validation reaches into Anys (where
-// ValidateAll alone does not look) and the error names the resource.
+// ValidateAll alone does not look), however deep, and the error names the
+// resource; pack refuses to pack what is invalid.
 func TestInvalidResourcesAreNotPublished(t *testing.T) {
-	badRBAC, err := pack(&rbacfilterv3.RBAC{Rules: &rbacv3.RBAC{Policies: map[string]*rbacv3.Policy{"empty": {}}}})
-	if err != nil {
-		t.Fatal(err)
+	var c checker
+	badRBAC := &rbacfilterv3.RBAC{Rules: &rbacv3.RBAC{Policies: map[string]*rbacv3.Policy{"empty": {}}}}
+	if _, err := c.pack(badRBAC); err == nil {
+		t.Fatal("an RBAC policy without permissions and principals was packed")
 	}
-	router, err := routerFilter()
-	if err != nil {
-		t.Fatal(err)
+	// Anys made elsewhere are not trusted: they are unpacked and checked.
+	untrusted := func(m proto.Message) *anypb.Any {
+		a, err := anypb.New(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
 	}
-	hcm, err := pack(&hcmv3.HttpConnectionManager{
+	hcm := untrusted(&hcmv3.HttpConnectionManager{
 		StatPrefix:     "x",
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{Name: "x"}},
 		HttpFilters: []*hcmv3.HttpFilter{
-			{Name: wellknown.HTTPRoleBasedAccessControl, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: badRBAC}},
-			router,
+			{Name: wellknown.HTTPRoleBasedAccessControl, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: untrusted(badRBAC)}},
+			{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: untrusted(&routerv3.Router{})}},
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	lis := &listenerv3.Listener{
 		Name:         "bad",
 		Address:      socketAddress("127.0.0.1", 1),
@@ -702,7 +707,7 @@ func TestInvalidResourcesAreNotPublished(t *testing.T) {
 	if err := lis.ValidateAll(); err != nil {
 		t.Fatalf("the outer message alone is valid, the test needs that: %v", err)
 	}
-	res, err := newResource(resourcev3.ListenerType, "bad", lis)
+	res, err := c.newResource(resourcev3.ListenerType, "bad", lis)
 	if err == nil || res != nil {
 		t.Fatal("a listener with an invalid RBAC policy two Anys deep was published")
 	}
@@ -712,13 +717,14 @@ func TestInvalidResourcesAreNotPublished(t *testing.T) {
 		}
 	}
 	// The outermost message is validated too.
-	if _, err := newResource(resourcev3.ClusterType, "", &clusterv3.Cluster{}); err == nil {
+	if _, err := c.newResource(resourcev3.ClusterType, "", &clusterv3.Cluster{}); err == nil {
 		t.Fatal("a cluster without a name was published")
 	}
 }
 
 func TestSnapshotReferenceCheck(t *testing.T) {
-	rc, err := newResource(resourcev3.RouteType, "r", &routev3.RouteConfiguration{Name: "r"}, clusterRef("missing"))
+	var c checker
+	rc, err := c.newResource(resourcev3.RouteType, "r", &routev3.RouteConfiguration{Name: "r"}, clusterRef("missing"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -729,7 +735,7 @@ func TestSnapshotReferenceCheck(t *testing.T) {
 	if _, err := b.build(false); err == nil || !strings.Contains(err.Error(), `Cluster "missing"`) {
 		t.Fatalf("a dangling reference was not caught: %v", err)
 	}
-	other, err := newResource(resourcev3.RouteType, "r", &routev3.RouteConfiguration{Name: "r", ValidateClusters: nil, VirtualHosts: []*routev3.VirtualHost{{Name: "v", Domains: []string{"*"}}}})
+	other, err := c.newResource(resourcev3.RouteType, "r", &routev3.RouteConfiguration{Name: "r", ValidateClusters: nil, VirtualHosts: []*routev3.VirtualHost{{Name: "v", Domains: []string{"*"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

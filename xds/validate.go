@@ -3,6 +3,7 @@ package xds
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -16,12 +17,128 @@ type allValidator interface{ ValidateAll() error }
 // message is not published, because nothing could vouch for it.
 var errNoValidator = errors.New("message has no ValidateAll")
 
-// validate runs the protos' own validation (all violations, not only the
-// first) on m and on every message packed in an Any anywhere inside it,
-// recursively. ValidateAll alone stops at an Any: it checks the type URL's
-// rules, never the packed message, and a bad packed HCM or TLS context is
-// exactly what gets a whole listener NACKed.
-func validate(m proto.Message) error {
+// anyName is the full name of google.protobuf.Any.
+const anyName protoreflect.FullName = "google.protobuf.Any"
+
+// checker is the one gate every message passes on its way out: it runs the
+// protos' own validation (ValidateAll: all violations, not only the first)
+// on each resource and on every message packed in an Any anywhere inside
+// it. ValidateAll alone stops at an Any — it checks the type URL, never
+// the packed message — and a bad packed HCM or TLS context is exactly what
+// gets a whole listener NACKed.
+//
+// Messages are packed by pack, which validates them first and remembers
+// the Any it made; the walk over an enclosing message then trusts those
+// Anys instead of unpacking and validating them again at every level of
+// nesting (RBAC inside a route inside an HCM inside a listener). Any other
+// Any is unpacked and validated in full. Trusted Anys are never modified
+// after pack returns them.
+//
+// The walk looks only at fields that can lead to an Any, from a table
+// computed once per checker (newChecker) for the message types the package
+// generates; a type outside the table (inside a foreign Any) has its fields
+// worked out on the spot. The zero checker is ready to use, table-less.
+type checker struct {
+	trusted sync.Map // *anypb.Any → struct{}
+	// anyFields maps a message type to its fields whose type is, or can
+	// contain, an Any. Read-only once built.
+	anyFields map[protoreflect.FullName][]protoreflect.FieldDescriptor
+}
+
+// newChecker returns a checker with the field table of every message type
+// reachable from roots.
+func newChecker(roots ...protoreflect.MessageDescriptor) *checker {
+	all := map[protoreflect.FullName]protoreflect.MessageDescriptor{}
+	var collect func(protoreflect.MessageDescriptor)
+	collect = func(d protoreflect.MessageDescriptor) {
+		if _, ok := all[d.FullName()]; ok {
+			return
+		}
+		all[d.FullName()] = d
+		for _, sub := range fieldMessages(d) {
+			collect(sub)
+		}
+	}
+	for _, r := range roots {
+		collect(r)
+	}
+	// holds[d]: an Any can occur somewhere inside a d. Iterate to the
+	// fixpoint, since message types refer to each other in cycles
+	// (RBAC permissions, for one).
+	holds := map[protoreflect.FullName]bool{anyName: true}
+	for changed := true; changed; {
+		changed = false
+		for name, d := range all {
+			if holds[name] {
+				continue
+			}
+			for _, sub := range fieldMessages(d) {
+				if holds[sub.FullName()] {
+					holds[name], changed = true, true
+					break
+				}
+			}
+		}
+	}
+	c := &checker{anyFields: make(map[protoreflect.FullName][]protoreflect.FieldDescriptor, len(all))}
+	for name, d := range all {
+		var fields []protoreflect.FieldDescriptor
+		fds := d.Fields()
+		for i := range fds.Len() {
+			if sub := fieldMessage(fds.Get(i)); sub != nil && holds[sub.FullName()] {
+				fields = append(fields, fds.Get(i))
+			}
+		}
+		c.anyFields[name] = fields
+	}
+	return c
+}
+
+// fieldMessage is the message type of a field's values (a map's values),
+// or nil for scalars.
+func fieldMessage(fd protoreflect.FieldDescriptor) protoreflect.MessageDescriptor {
+	if fd.IsMap() {
+		return fd.MapValue().Message()
+	}
+	return fd.Message()
+}
+
+func fieldMessages(d protoreflect.MessageDescriptor) []protoreflect.MessageDescriptor {
+	var subs []protoreflect.MessageDescriptor
+	fds := d.Fields()
+	for i := range fds.Len() {
+		if sub := fieldMessage(fds.Get(i)); sub != nil {
+			subs = append(subs, sub)
+		}
+	}
+	return subs
+}
+
+// fieldsToWalk are md's fields that can lead to an Any.
+func (c *checker) fieldsToWalk(md protoreflect.MessageDescriptor) []protoreflect.FieldDescriptor {
+	if fields, ok := c.anyFields[md.FullName()]; ok {
+		return fields
+	}
+	// A type the table does not know: work it out for this message only.
+	return newChecker(md).anyFields[md.FullName()]
+}
+
+// pack validates m and puts it into an Any with deterministic bytes.
+func (c *checker) pack(m proto.Message) (*anypb.Any, error) {
+	name := m.ProtoReflect().Descriptor().FullName()
+	if err := c.validate(m); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, deterministic()); err != nil {
+		return nil, fmt.Errorf("pack %s: %w", name, err)
+	}
+	c.trusted.Store(a, struct{}{})
+	return a, nil
+}
+
+// validate checks m and every message packed in it.
+func (c *checker) validate(m proto.Message) error {
 	v, ok := m.(allValidator)
 	if !ok {
 		return fmt.Errorf("%s: %w", m.ProtoReflect().Descriptor().FullName(), errNoValidator)
@@ -29,56 +146,57 @@ func validate(m proto.Message) error {
 	if err := v.ValidateAll(); err != nil {
 		return err
 	}
-	return validateAnys(m.ProtoReflect())
+	return c.walk(m.ProtoReflect())
 }
 
-// validateAnys walks every set field of m looking for Any messages.
-func validateAnys(m protoreflect.Message) error {
+// walk visits the set fields of m that may lead to an Any.
+func (c *checker) walk(m protoreflect.Message) error {
+	for _, fd := range c.fieldsToWalk(m.Descriptor()) {
+		if !m.Has(fd) {
+			continue
+		}
+		if err := c.walkField(m, fd); err != nil {
+			return fmt.Errorf("%s: %w", fd.Name(), err)
+		}
+	}
+	return nil
+}
+
+func (c *checker) walkField(m protoreflect.Message, fd protoreflect.FieldDescriptor) error {
 	var err error
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsList():
-			if fd.Message() == nil {
-				return true
+	v := m.Get(fd)
+	switch {
+	case fd.IsList():
+		list := v.List()
+		for i := 0; i < list.Len() && err == nil; i++ {
+			err = c.visit(list.Get(i).Message())
+		}
+	case fd.IsMap():
+		v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+			if err = c.visit(mv.Message()); err != nil {
+				err = fmt.Errorf("[%s]: %w", k.String(), err)
 			}
-			list := v.List()
-			for i := 0; i < list.Len() && err == nil; i++ {
-				err = validateNested(list.Get(i).Message())
-			}
-		case fd.IsMap():
-			if fd.MapValue().Message() == nil {
-				return true
-			}
-			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				if err = validateNested(mv.Message()); err != nil {
-					err = fmt.Errorf("%s[%s]: %w", fd.Name(), k.String(), err)
-				}
-				return err == nil
-			})
 			return err == nil
-		case fd.Message() != nil:
-			err = validateNested(v.Message())
-		default:
-			return true
-		}
-		if err != nil {
-			err = fmt.Errorf("%s: %w", fd.Name(), err)
-		}
-		return err == nil
-	})
+		})
+	default:
+		err = c.visit(v.Message())
+	}
 	return err
 }
 
-func validateNested(m protoreflect.Message) error {
+func (c *checker) visit(m protoreflect.Message) error {
 	a, ok := m.Interface().(*anypb.Any)
 	if !ok {
-		return validateAnys(m)
+		return c.walk(m)
+	}
+	if _, ok := c.trusted.Load(a); ok {
+		return nil
 	}
 	inner, err := a.UnmarshalNew()
 	if err != nil {
 		return fmt.Errorf("unpack %s: %w", a.GetTypeUrl(), err)
 	}
-	if err := validate(inner); err != nil {
+	if err := c.validate(inner); err != nil {
 		return fmt.Errorf("%s: %w", a.GetTypeUrl(), err)
 	}
 	return nil
