@@ -10,10 +10,12 @@ BENCHTIME ?= 2s
 build:
 	$(GO) build -o $(BIN) ./cmd/cryptomesh
 
-# The control plane with its embedded store on 127.0.0.1:19000. On first
-# start it creates $(DATA_DIR)/admin-token (mode 0600) and says so.
+# The control plane with its embedded store on 127.0.0.1:19000, with the
+# example ML pipeline loaded. On first start it creates
+# $(DATA_DIR)/admin-token (mode 0600) and says where it is.
+EXAMPLE ?= examples/ml-pipeline/mesh.yaml
 run: build
-	./$(BIN) server --data-dir $(DATA_DIR)
+	./$(BIN) server --data-dir $(DATA_DIR) --apply $(EXAMPLE)
 
 # Installs what the tests need (idempotent), then vet, gofmt and every test.
 test: deps lint

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cryptomesh/cryptomesh/api"
 	"github.com/cryptomesh/cryptomesh/registry"
+	"github.com/cryptomesh/cryptomesh/registry/mesh"
 	"github.com/cryptomesh/cryptomesh/registry/store/filestore"
 )
 
@@ -31,6 +32,7 @@ type serverConfig struct {
 	corsOrigins   listFlag
 	historyLimit  int
 	maxApplyBytes int64
+	applyFiles    listFlag
 	snapshotEvery uint64
 	logLevel      string
 	logFormat     string
@@ -49,6 +51,7 @@ func serverFlags(cfg *serverConfig, stderr io.Writer) *flag.FlagSet {
 	fs.Var(&cfg.corsOrigins, "cors-origins", "browser origins allowed to call the API (comma-separated)")
 	fs.IntVar(&cfg.historyLimit, "history-limit", registry.DefaultHistoryLimit, "states and results kept per endpoint or function")
 	fs.Int64Var(&cfg.maxApplyBytes, "max-apply-bytes", api.DefaultMaxApplyBytes, "size limit of a mesh document posted to /api/v1/apply")
+	fs.Var(&cfg.applyFiles, "apply", "mesh documents to apply at start, before serving (repeatable; re-applying an unchanged document changes nothing)")
 	fs.Uint64Var(&cfg.snapshotEvery, "snapshot-every", 10000, "write a store snapshot after this many revisions (0: never)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
@@ -151,6 +154,12 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	defer reg.Close()
 
+	for _, path := range cfg.applyFiles {
+		if err := applyAtStart(ctx, reg, path, log); err != nil {
+			return err
+		}
+	}
+
 	srv, err := api.New(reg,
 		api.WithLogger(log),
 		api.WithRegisterer(promReg),
@@ -195,4 +204,26 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 		runErr = err
 	}
 	return runErr
+}
+
+// applyAtStart applies a mesh document before the API serves, so that a
+// development server (make run) comes up with an example system loaded.
+func applyAtStart(ctx context.Context, reg *registry.Registry, path string, log *slog.Logger) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--apply: %w", err)
+	}
+	doc, err := mesh.Parse(data, 0)
+	if err != nil {
+		return fmt.Errorf("--apply %s: %w", path, err)
+	}
+	rep, err := mesh.Apply(ctx, reg, doc, false)
+	if err != nil {
+		return fmt.Errorf("--apply %s: %w", path, err)
+	}
+	for _, w := range rep.Warnings {
+		log.Warn("applied document", "file", path, "warning", w)
+	}
+	log.Info("applied document", "file", path, "created", rep.Created, "updated", rep.Updated, "unchanged", rep.Unchanged)
+	return nil
 }
