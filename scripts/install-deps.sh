@@ -4,7 +4,9 @@
 set -euo pipefail
 
 need_apt=()
-# (Debian packages the tests need are added here as features require them.)
+# A real etcd for the etcd store's tests (registry/store/etcdstore/etcdtest
+# runs it on loopback ports). Debian's 3.4 server; the Go client is v3.7.
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
