@@ -3,6 +3,7 @@ package xds
 import (
 	"fmt"
 	"iter"
+	"maps"
 	"net"
 	"net/netip"
 	"path"
@@ -33,6 +34,7 @@ type Source interface {
 // work never walks the registry and translation can be tested without one.
 type Model struct {
 	roles     map[string]*role
+	roleList  []*role // by id
 	endpoints map[string]*endpoint
 	functions []*function // by id
 	warnings  []string
@@ -41,6 +43,7 @@ type Model struct {
 // role is a registry role with its permissions parsed.
 type role struct {
 	id    string
+	index int // in Model.roleList, and in function.grants
 	perms []permission
 	// scoped: some permission has a glob, so what the role is granted
 	// depends on the function.
@@ -112,6 +115,10 @@ type function struct {
 	endpoint *endpoint
 	service  *policy // the policy of the function's service
 	timeout  time.Duration
+	// grants holds what each role is granted on the function, by
+	// role.index: worked out once per revision, since reachability, RBAC
+	// rules and the keys that share them all ask again and again.
+	grants []grant
 }
 
 // NewModel reads one consistent view of the registry. Functions that cannot
@@ -255,6 +262,17 @@ func NewModel(src Source) (*Model, error) {
 		fn := &function{id: o.ID, endpoint: ep, service: sp, timeout: timeout}
 		m.functions = append(m.functions, fn)
 		ep.functions = append(ep.functions, fn)
+	}
+	for _, id := range slices.Sorted(maps.Keys(m.roles)) {
+		r := m.roles[id]
+		r.index = len(m.roleList)
+		m.roleList = append(m.roleList, r)
+	}
+	for _, fn := range m.functions {
+		fn.grants = make([]grant, len(m.roleList))
+		for _, r := range m.roleList {
+			fn.grants[r.index] = grantOn(r, fn.id, false)
+		}
 	}
 	// All yields in id order already; sorting keeps the model's order a
 	// property of the model, not of the source.

@@ -29,11 +29,24 @@ func writeMethods() []string { return []string{"POST", "PUT", "PATCH", "DELETE"}
 
 // grant is what a role's permissions allow on one function.
 type grant struct {
-	any     bool     // every method and protocol (execute, *)
-	methods []string // otherwise these HTTP methods, in SPEC order
+	any   bool // every method and protocol (execute, *)
+	read  bool // otherwise the read methods
+	write bool // and/or the write methods
 }
 
-func (g grant) empty() bool { return !g.any && len(g.methods) == 0 }
+func (g grant) empty() bool { return !g.any && !g.read && !g.write }
+
+// methods are the HTTP methods a grant without any allows, in SPEC order.
+func (g grant) methods() []string {
+	var ms []string
+	if g.read {
+		ms = append(ms, readMethods()...)
+	}
+	if g.write {
+		ms = append(ms, writeMethods()...)
+	}
+	return ms
+}
 
 // grantOn evaluates r's permissions for function fn. Scoped permissions are
 // decided here, at translation time, because every route serves exactly one
@@ -45,7 +58,7 @@ func grantOn(r *role, fn string, grpcCall bool) grant {
 	if r == nil {
 		return grant{}
 	}
-	var read, write bool
+	var g grant
 	for _, p := range r.perms {
 		if !p.covers(fn) {
 			continue
@@ -54,20 +67,29 @@ func grantOn(r *role, fn string, grpcCall bool) grant {
 		case actExecute:
 			return grant{any: true}
 		case actRead:
-			read = true
+			g.read = true
 		case actWrite:
-			write = true
+			g.write = true
 		}
 	}
 	if grpcCall {
 		return grant{}
 	}
-	var g grant
-	if read {
-		g.methods = append(g.methods, readMethods()...)
+	return g
+}
+
+// grant is grantOn for a role of the model, from the function's table when
+// the model has one.
+func (m *Model) grant(r *role, f *function, grpcCall bool) grant {
+	if r == nil {
+		return grant{}
 	}
-	if write {
-		g.methods = append(g.methods, writeMethods()...)
+	if r.index >= len(f.grants) || m.roleList[r.index] != r {
+		return grantOn(r, f.id, grpcCall)
+	}
+	g := f.grants[r.index]
+	if grpcCall && !g.any {
+		return grant{}
 	}
 	return g
 }
@@ -102,7 +124,7 @@ func (m *Model) mayCall(roleID string, f *function) bool {
 		}
 		needGrant = true
 	}
-	return !needGrant || !grantOn(r, f.id, f.endpoint.grpc).empty()
+	return !needGrant || !m.grant(r, f, f.endpoint.grpc).empty()
 }
 
 func (p *policy) hasRole(id string) bool {
@@ -182,18 +204,18 @@ func (m *Model) rbacKey(b []byte, f *function, mode rbacMode) []byte {
 			if r == nil || !r.scoped {
 				continue
 			}
-			g := grantOn(r, f.id, grpcCall)
+			g := m.grant(r, f, grpcCall)
 			b = append(b, 0)
 			b = append(b, id...)
 			switch {
 			case g.any:
 				b = append(b, "=*"...)
-			case len(g.methods) > 0:
-				b = append(b, '=')
-				for _, method := range g.methods {
-					b = append(b, method...)
-					b = append(b, ',')
-				}
+			case g.read && g.write:
+				b = append(b, "=rw"...)
+			case g.read:
+				b = append(b, "=r"...)
+			case g.write:
+				b = append(b, "=w"...)
 			}
 		}
 	}
@@ -215,7 +237,7 @@ func (m *Model) rolesRules(td string, f *function, grpcCall bool, pols []*policy
 		if !inAll {
 			continue
 		}
-		g := grantOn(m.roles[id], f.id, grpcCall)
+		g := m.grant(m.roles[id], f, grpcCall)
 		if g.empty() {
 			continue
 		}
@@ -264,8 +286,9 @@ func grantPermissions(g grant) []*rbacv3.Permission {
 	if g.any {
 		return []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}}
 	}
-	perms := make([]*rbacv3.Permission, 0, len(g.methods))
-	for _, method := range g.methods {
+	methods := g.methods()
+	perms := make([]*rbacv3.Permission, 0, len(methods))
+	for _, method := range methods {
 		perms = append(perms, &rbacv3.Permission{Rule: &rbacv3.Permission_Header{Header: &routev3.HeaderMatcher{
 			Name: ":method",
 			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{

@@ -63,7 +63,7 @@ func TestGrantOn(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := grantOn(testRole(t, "r", tt.perms...), tt.fn, tt.grpc)
-			if g.any != tt.any || !slices.Equal(g.methods, tt.want) {
+			if g.any != tt.any || !slices.Equal(g.methods(), tt.want) {
 				t.Fatalf("grant = %+v, want any=%v methods=%v", g, tt.any, tt.want)
 			}
 		})
@@ -328,5 +328,31 @@ func TestRouteListsHaveOnlyItemRules(t *testing.T) {
 	bad := &routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{vh, {Name: "no domains"}}}
 	if err := bad.ValidateAll(); err == nil {
 		t.Error("a virtual host without domains passed")
+	}
+}
+
+// TestModelGrantTable: the per-function table NewModel fills answers as
+// grantOn does, for every role and function, HTTP and gRPC.
+func TestModelGrantTable(t *testing.T) {
+	m, err := NewModel(simRegistry(t, "authz").View())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, f := range m.functions {
+		if len(f.grants) != len(m.roleList) {
+			t.Fatalf("%s: %d grants for %d roles", f.id, len(f.grants), len(m.roleList))
+		}
+		for _, r := range m.roleList {
+			for _, grpc := range []bool{false, true} {
+				if got, want := m.grant(r, f, grpc), grantOn(r, f.id, grpc); got != want {
+					t.Errorf("%s on %s (grpc %v): table %+v, grantOn %+v", r.id, f.id, grpc, got, want)
+				}
+				checked++
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("nothing checked")
 	}
 }

@@ -3,7 +3,6 @@ package xds
 import (
 	"encoding/binary"
 	"fmt"
-	"slices"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -41,31 +40,35 @@ const prefixVirtualHost = "/fn/"
 //     Bytes against proto.Marshal).
 func (t *Translator) outboundRoutes(roleID string) (*Resource, error) {
 	return t.resources.get("rds/outbound/"+roleID, func() (*Resource, error) {
-		fns, err := t.callable(roleID, false)
+		reach, err := t.callable(roleID, false)
 		if err != nil {
 			return nil, err
 		}
+		fns := reach.functions
 		invalid := func(err error) error {
 			return fmt.Errorf("%s %q is invalid: %w", shortType(resourcev3.RouteType), outboundName, err)
 		}
 		parts := make([]functionRoutes, 0, len(fns))
-		refs := make([]ref, 0, len(fns))
-		size := 0
+		vhostsSize, prefixSize := 0, 0
 		for _, f := range fns {
 			fr, err := t.functionRoutes(f)
 			if err != nil {
 				return nil, err
 			}
 			parts = append(parts, fr)
-			refs = append(refs, clusterRef(endpointClusterName(f.endpoint.id)))
-			size += len(fr.vhostBytes) + len(fr.byPrefixBytes) + 2*binary.MaxVarintLen64
+			vhostsSize += len(fr.vhostBytes) + 1 + binary.MaxVarintLen32
+			prefixSize += len(fr.byPrefixBytes) + 1 + binary.MaxVarintLen32
+		}
+		refs := make([]ref, 0, len(reach.endpoints))
+		for _, e := range reach.endpoints {
+			refs = append(refs, clusterRef(endpointClusterName(e.id)))
 		}
 
 		rc := &routev3.RouteConfiguration{Name: outboundName, VirtualHosts: make([]*routev3.VirtualHost, 0, len(parts)+1)}
 		if err := t.chk.validate(rc); err != nil {
 			return nil, invalid(err)
 		}
-		b := make([]byte, 0, size+64)
+		b := make([]byte, 0, vhostsSize+prefixSize+1024)
 		if b, err = deterministic().MarshalAppend(b, rc); err != nil {
 			return nil, fmt.Errorf("marshal %s: %w", outboundName, err)
 		}
@@ -78,10 +81,11 @@ func (t *Translator) outboundRoutes(roleID string) (*Resource, error) {
 			if err := t.chk.validate(catchAll); err != nil {
 				return nil, invalid(err)
 			}
-			vb, err := deterministic().Marshal(catchAll)
+			vb, err := deterministic().MarshalAppend(make([]byte, 0, prefixSize+64), catchAll)
 			if err != nil {
 				return nil, fmt.Errorf("marshal %s: %w", outboundName, err)
 			}
+			catchAll.Routes = make([]*routev3.Route, 0, len(parts))
 			for _, fr := range parts {
 				catchAll.Routes = append(catchAll.Routes, fr.byPrefix)
 				vb = appendMessageField(vb, fieldNumber(catchAll, "routes"), fr.byPrefixBytes)
@@ -89,7 +93,7 @@ func (t *Translator) outboundRoutes(roleID string) (*Resource, error) {
 			rc.VirtualHosts = append(rc.VirtualHosts, catchAll)
 			b = appendMessageField(b, fieldNumber(rc, "virtual_hosts"), vb)
 		}
-		return assembledResource(resourcev3.RouteType, outboundName, rc, b, compactRefs(refs)...), nil
+		return assembledResource(resourcev3.RouteType, outboundName, rc, b, refs...), nil
 	})
 }
 
@@ -119,7 +123,7 @@ func (t *Translator) functionRoutes(f *function) (functionRoutes, error) {
 				Domains: []string{host, host + ":*"},
 				Routes: []*routev3.Route{{
 					Name:   f.id,
-					Match:  prefixMatch("/"),
+					Match:  t.rootMatch,
 					Action: &routev3.Route_Route{Route: outboundAction(f, cluster)},
 				}},
 			},
@@ -196,7 +200,7 @@ func (t *Translator) apiRoutes(f *function) (*Resource, error) {
 				Domains: []string{host},
 				Routes: []*routev3.Route{{
 					Name:   f.id,
-					Match:  prefixMatch("/"),
+					Match:  t.rootMatch,
 					Action: &routev3.Route_Route{Route: action},
 				}},
 			}},
@@ -230,7 +234,7 @@ func (t *Translator) inboundRoutes(e *endpoint, mode rbacMode) (*routev3.RouteCo
 		}
 		route := &routev3.Route{
 			Name:                 f.id,
-			Match:                prefixMatch("/"),
+			Match:                t.rootMatch,
 			TypedPerFilterConfig: map[string]*anypb.Any{wellknown.HTTPRoleBasedAccessControl: override},
 		}
 		if mode == rbacGRPC {
@@ -254,17 +258,4 @@ func (t *Translator) inboundRoutes(e *endpoint, mode rbacMode) (*routev3.RouteCo
 
 func prefixMatch(prefix string) *routev3.RouteMatch {
 	return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix}}
-}
-
-// compactRefs drops repeated references (several functions on one
-// endpoint), keeping the first-seen order.
-func compactRefs(refs []ref) []ref {
-	seen := make(map[ref]bool, len(refs))
-	return slices.DeleteFunc(refs, func(r ref) bool {
-		if seen[r] {
-			return true
-		}
-		seen[r] = true
-		return false
-	})
 }

@@ -146,12 +146,14 @@ type Translator struct {
 
 	chk       *checker
 	resources memo[*Resource]
-	reach     memo[[]*function]
+	reach     memo[reachable]
 	fnRoutes  memo[functionRoutes]
 
-	// Pieces every resource of their kind holds, built once.
-	router *hcmv3.HttpFilter
-	http2  map[string]*anypb.Any
+	// Pieces every resource of their kind holds, built once and shared
+	// read-only.
+	router    *hcmv3.HttpFilter
+	http2     map[string]*anypb.Any
+	rootMatch *routev3.RouteMatch // prefix "/"
 }
 
 // NewTranslator returns a Translator for m.
@@ -166,7 +168,7 @@ func NewTranslator(m *Model, opts Options) (*Translator, error) {
 	if opts.SDSCluster != "" && !registry.ValidID(opts.SDSCluster) {
 		return nil, fmt.Errorf("xds: SDS cluster name %q: use 1-128 characters of A-Z a-z 0-9 . _ -", opts.SDSCluster)
 	}
-	t := &Translator{model: m, td: td.Name(), sds: opts.SDSCluster, chk: newChecker(generatedTypes()...)}
+	t := &Translator{model: m, td: td.Name(), sds: opts.SDSCluster, chk: newChecker(generatedTypes()...), rootMatch: prefixMatch("/")}
 	if t.router, err = t.routerFilter(); err != nil {
 		return nil, fmt.Errorf("xds: %w", err)
 	}
@@ -268,12 +270,12 @@ func (t *Translator) envoyNode(b *snapshotBuilder, n Node, callerRole string, ep
 	if err := b.add(lis, routes); err != nil {
 		return err
 	}
-	fns, err := t.callable(callerRole, false)
+	reach, err := t.callable(callerRole, false)
 	if err != nil {
 		return err
 	}
-	for _, f := range fns {
-		if err := t.addUpstream(b, f.endpoint, tlsSDS); err != nil {
+	for _, e := range reach.endpoints {
+		if err := t.addUpstream(b, e, tlsSDS); err != nil {
 			return err
 		}
 	}
@@ -310,11 +312,11 @@ func (t *Translator) envoyNode(b *snapshotBuilder, n Node, callerRole string, ep
 // function its role may call, and, for a node bound to an endpoint, the
 // server listener of that endpoint.
 func (t *Translator) grpcNode(b *snapshotBuilder, callerRole string, ep *endpoint) error {
-	fns, err := t.callable(callerRole, true)
+	reach, err := t.callable(callerRole, true)
 	if err != nil {
 		return err
 	}
-	for _, f := range fns {
+	for _, f := range reach.functions {
 		lis, err := t.apiListener(f)
 		if err != nil {
 			return err
@@ -326,7 +328,9 @@ func (t *Translator) grpcNode(b *snapshotBuilder, callerRole string, ep *endpoin
 		if err := b.add(lis, rc); err != nil {
 			return err
 		}
-		if err := t.addUpstream(b, f.endpoint, tlsProviders); err != nil {
+	}
+	for _, e := range reach.endpoints {
+		if err := t.addUpstream(b, e, tlsProviders); err != nil {
 			return err
 		}
 	}
@@ -359,26 +363,38 @@ func (t *Translator) addUpstream(b *snapshotBuilder, e *endpoint, v tlsVariant) 
 	return b.add(c, cla)
 }
 
-// callable lists the functions a caller in roleID may call, in id order,
-// computed once per role and client family. gRPC clients only get
-// functions on endpoints whose protocol is grpc: a channel cannot speak
-// anything else, so any other route would only be dead configuration.
-func (t *Translator) callable(roleID string, grpcOnly bool) ([]*function, error) {
+// reachable is what a caller in one role may call.
+type reachable struct {
+	functions []*function // in id order
+	endpoints []*endpoint // theirs, each once, in order of first use
+}
+
+// callable works out what a caller in roleID may call, once per role and
+// client family. gRPC clients only get functions on endpoints whose
+// protocol is grpc: a channel cannot speak anything else, so any other
+// route would only be dead configuration.
+func (t *Translator) callable(roleID string, grpcOnly bool) (reachable, error) {
 	key := "callable/" + roleID
 	if grpcOnly {
 		key = "callable-grpc/" + roleID
 	}
-	return t.reach.get(key, func() ([]*function, error) {
-		var fns []*function
+	return t.reach.get(key, func() (reachable, error) {
+		var r reachable
+		seen := map[*endpoint]bool{}
 		for _, f := range t.model.functions {
 			if grpcOnly && !f.endpoint.grpc {
 				continue
 			}
-			if t.model.mayCall(roleID, f) {
-				fns = append(fns, f)
+			if !t.model.mayCall(roleID, f) {
+				continue
+			}
+			r.functions = append(r.functions, f)
+			if !seen[f.endpoint] {
+				seen[f.endpoint] = true
+				r.endpoints = append(r.endpoints, f.endpoint)
 			}
 		}
-		return fns, nil
+		return r, nil
 	})
 }
 

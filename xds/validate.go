@@ -3,6 +3,7 @@ package xds
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
@@ -40,9 +41,18 @@ const anyName protoreflect.FullName = "google.protobuf.Any"
 // worked out on the spot. The zero checker is ready to use, table-less.
 type checker struct {
 	trusted sync.Map // *anypb.Any → struct{}
-	// anyFields maps a message type to its fields whose type is, or can
+	// plans maps a message type to the fields whose type is, or can
 	// contain, an Any. Read-only once built.
-	anyFields map[protoreflect.FullName][]protoreflect.FieldDescriptor
+	plans map[protoreflect.FullName]*walkPlan
+}
+
+// walkPlan is where an Any can be found in a message of one type.
+type walkPlan struct {
+	fields []protoreflect.FieldDescriptor // outside any oneof
+	// oneofs have a member that can lead to an Any; one WhichOneof call
+	// replaces asking each member whether it is set.
+	oneofs  []protoreflect.OneofDescriptor
+	inOneof map[protoreflect.FieldNumber]bool
 }
 
 // newChecker returns a checker with the field table of every message type
@@ -80,16 +90,27 @@ func newChecker(roots ...protoreflect.MessageDescriptor) *checker {
 			}
 		}
 	}
-	c := &checker{anyFields: make(map[protoreflect.FullName][]protoreflect.FieldDescriptor, len(all))}
+	c := &checker{plans: make(map[protoreflect.FullName]*walkPlan, len(all))}
 	for name, d := range all {
-		var fields []protoreflect.FieldDescriptor
+		plan := &walkPlan{inOneof: map[protoreflect.FieldNumber]bool{}}
 		fds := d.Fields()
 		for i := range fds.Len() {
-			if sub := fieldMessage(fds.Get(i)); sub != nil && holds[sub.FullName()] {
-				fields = append(fields, fds.Get(i))
+			fd := fds.Get(i)
+			sub := fieldMessage(fd)
+			if sub == nil || !holds[sub.FullName()] {
+				continue
 			}
+			od := fd.ContainingOneof()
+			if od == nil || od.IsSynthetic() {
+				plan.fields = append(plan.fields, fd)
+				continue
+			}
+			if !slices.Contains(plan.oneofs, od) {
+				plan.oneofs = append(plan.oneofs, od)
+			}
+			plan.inOneof[fd.Number()] = true
 		}
-		c.anyFields[name] = fields
+		c.plans[name] = plan
 	}
 	return c
 }
@@ -114,13 +135,13 @@ func fieldMessages(d protoreflect.MessageDescriptor) []protoreflect.MessageDescr
 	return subs
 }
 
-// fieldsToWalk are md's fields that can lead to an Any.
-func (c *checker) fieldsToWalk(md protoreflect.MessageDescriptor) []protoreflect.FieldDescriptor {
-	if fields, ok := c.anyFields[md.FullName()]; ok {
-		return fields
+// plan says where to look for Anys in a message of type md.
+func (c *checker) plan(md protoreflect.MessageDescriptor) *walkPlan {
+	if p, ok := c.plans[md.FullName()]; ok {
+		return p
 	}
 	// A type the table does not know: work it out for this message only.
-	return newChecker(md).anyFields[md.FullName()]
+	return newChecker(md).plans[md.FullName()]
 }
 
 // pack validates m and puts it into an Any with deterministic bytes.
@@ -151,8 +172,18 @@ func (c *checker) validate(m proto.Message) error {
 
 // walk visits the set fields of m that may lead to an Any.
 func (c *checker) walk(m protoreflect.Message) error {
-	for _, fd := range c.fieldsToWalk(m.Descriptor()) {
+	plan := c.plan(m.Descriptor())
+	for _, fd := range plan.fields {
 		if !m.Has(fd) {
+			continue
+		}
+		if err := c.walkField(m, fd); err != nil {
+			return fmt.Errorf("%s: %w", fd.Name(), err)
+		}
+	}
+	for _, od := range plan.oneofs {
+		fd := m.WhichOneof(od)
+		if fd == nil || !plan.inOneof[fd.Number()] {
 			continue
 		}
 		if err := c.walkField(m, fd); err != nil {
