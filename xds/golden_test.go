@@ -40,6 +40,7 @@ func goldenCases() []struct {
 		{"ml-pipeline/grpc-server-online-node", mlPipeline, Node{ID: "online-1", Kind: GRPC, Binding: EndpointBinding("online-node")}, ""},
 		{"legacy/envoy-sidecar-ep-sentiment-cpu", legacy, Node{ID: "sentiment-1", Kind: Envoy, Binding: EndpointBinding("ep-sentiment-cpu")}, "ep-sentiment-cpu"},
 		{"legacy/envoy-client-data-scientist", legacy, Node{ID: "ds-1", Kind: Envoy, Binding: RoleBinding("data-scientist")}, ""},
+		{"legacy/proxy-sidecar-ep-tokenizer-no-address", legacy, Node{ID: "tok-1", Kind: Proxy, Binding: EndpointBinding("ep-tokenizer")}, ""},
 		{"legacy/grpc-client-api-gateway", legacy, Node{ID: "gw-1", Kind: GRPC, Binding: RoleBinding("api-gateway")}, ""},
 	}
 }
