@@ -116,7 +116,9 @@ func (d *decoder) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
+	// Only the shortest encoding is valid, so that a value has one
+	// encoding (an overlong one ends in a zero byte).
+	if n <= 0 || (n > 1 && d.b[n-1] == 0) {
 		d.err = corrupt("bad varint")
 		return 0
 	}
