@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Authenticator turns the credential of a request into a Principal.
@@ -47,7 +49,20 @@ type Principal struct {
 	// Endpoint and Role are a node's binding; at most one is set.
 	Endpoint string
 	Role     string
+	// SPIFFEID is the one identity a node may be issued (SPEC §4); zero
+	// for administrators.
+	SPIFFEID spiffeid.ID
+	// Credential says what the caller authenticated with, for logs and
+	// answers: CredentialAdminToken, CredentialJoinToken or CredentialSVID.
+	Credential string
 }
+
+// What a Principal authenticated with.
+const (
+	CredentialAdminToken = "admin-token"
+	CredentialJoinToken  = "join-token"
+	CredentialSVID       = "svid"
+)
 
 // access is who may call one method of one route.
 type access int
@@ -60,6 +75,9 @@ const (
 	// accessNode is for administrators and nodes; the handler then decides
 	// what a node may touch (its own endpoint's functions).
 	accessNode
+	// accessNodeOnly is for nodes alone: routes about the caller's own
+	// identity, which an administrator does not have (identity.go).
+	accessNodeOnly
 )
 
 // may reports whether p may call a route with access a.
@@ -71,6 +89,8 @@ func (p Principal) may(a access) bool {
 		return p.Kind == PrincipalAdmin
 	case accessNode:
 		return p.Kind == PrincipalAdmin || p.Kind == PrincipalNode
+	case accessNodeOnly:
+		return p.Kind == PrincipalNode
 	}
 	return false
 }
@@ -111,12 +131,30 @@ func (s *Server) authorize(r *http.Request, a access) (Principal, error) {
 		return Principal{}, err
 	}
 	if !p.may(a) {
+		if a == accessNodeOnly && p.Kind == PrincipalAdmin {
+			return p, errorf(http.StatusForbidden, "%s may not call %s %s: it is about the caller's own node identity, "+
+				"which an admin token does not have; mint a join token for the node (POST %s/identity/tokens) and call it with that",
+				p.describe(), r.Method, routeOf(r), apiPrefix)
+		}
 		return p, errorf(http.StatusForbidden, "%s may not call %s %s", p.describe(), r.Method, routeOf(r))
 	}
 	return p, nil
 }
 
+// rejection is an ErrUnauthenticated for a credential an Authenticator
+// recognised as its own kind (a JWT, a client certificate) and refused. Its
+// reason reaches the client, so it says what to fix (expired, revoked, signed
+// by an unknown CA); it never contains the credential.
+type rejection struct {
+	reason string
+	cause  error
+}
+
+func (e *rejection) Error() string   { return e.reason }
+func (e *rejection) Unwrap() []error { return []error{ErrUnauthenticated, e.cause} }
+
 func (s *Server) authenticate(r *http.Request) (Principal, error) {
+	var refused *rejection
 	for _, a := range s.authn {
 		p, err := a.Authenticate(r)
 		if err == nil {
@@ -125,6 +163,12 @@ func (s *Server) authenticate(r *http.Request) (Principal, error) {
 		if !errors.Is(err, ErrUnauthenticated) {
 			return Principal{}, &httpError{status: http.StatusServiceUnavailable, message: "authentication is unavailable", cause: err}
 		}
+		if refused == nil {
+			errors.As(err, &refused)
+		}
+	}
+	if refused != nil {
+		return Principal{}, &httpError{status: http.StatusUnauthorized, message: "invalid credentials: " + refused.reason, cause: refused.cause}
 	}
 	if _, ok := bearerToken(r); !ok {
 		return Principal{}, errorf(http.StatusUnauthorized, "missing credentials; send Authorization: Bearer <token>")

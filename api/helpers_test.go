@@ -3,9 +3,12 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -33,6 +36,10 @@ type env struct {
 	prom  *prometheus.Registry
 	logs  *syncBuffer
 	token string
+	// id is the identity of a server built withIdentity, else nil.
+	id *idEnv
+	// roots is set when the server speaks TLS (withTLS): the bundle.
+	roots *x509.CertPool
 }
 
 // syncBuffer collects log output written from server goroutines.
@@ -57,6 +64,10 @@ type envConfig struct {
 	apiOpts []api.Option
 	noAdmin bool // do not add the default literal-token authenticator
 	regOpts []registry.Option
+	// identity, when not nil, adds the identity routes; it may adjust
+	// the configuration (identity_helpers_test.go).
+	identity func(*api.IdentityConfig)
+	tls      bool
 }
 
 type envOption func(*envConfig)
@@ -84,6 +95,15 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	}
 	t.Cleanup(func() { reg.Close() })
 	apiOpts := []api.Option{api.WithLogger(log), api.WithRegisterer(prom)}
+	var id *idEnv
+	if cfg.identity != nil || cfg.tls {
+		id = newIDEnv(t, reg, prom)
+		ic := id.config()
+		if cfg.identity != nil {
+			cfg.identity(&ic)
+		}
+		apiOpts = append(apiOpts, api.WithIdentity(ic))
+	}
 	if !cfg.noAdmin {
 		tokens, err := api.NewAdminTokens(nil, []string{adminToken}, log)
 		if err != nil {
@@ -95,9 +115,22 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
 	}
-	srv := httptest.NewServer(s.Handler())
-	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv, api: s, reg: reg, store: st, prom: prom, logs: logs, token: adminToken}
+	e := &env{t: t, api: s, reg: reg, store: st, prom: prom, logs: logs, token: adminToken, id: id}
+	if cfg.tls {
+		// The server's own TLS (api.TLSConfig over the CA's serving
+		// source), as cmd/cryptomesh serves it; handshake errors go to
+		// the logs, where tests look for their reasons.
+		e.srv = httptest.NewUnstartedServer(s.Handler())
+		e.srv.Listener = tls.NewListener(e.srv.Listener, api.TLSConfig(id.serving))
+		e.srv.Config.ErrorLog = stdlog.New(logs, "http: ", 0)
+		e.srv.Start()
+		e.srv.URL = "https://" + e.srv.Listener.Addr().String()
+		e.roots = id.bundlePool(t)
+	} else {
+		e.srv = httptest.NewServer(s.Handler())
+	}
+	t.Cleanup(e.srv.Close)
+	return e
 }
 
 // resp is an answer read in full.
@@ -120,6 +153,8 @@ type req struct {
 	token   *string           // nil: the env's admin token; "": none
 	header  map[string]string // extra headers; "Content-Type": "" removes it
 	noCType bool
+	// cert is a TLS client certificate to present (withTLS servers).
+	cert *tls.Certificate
 }
 
 func noToken() *string { s := ""; return &s }
@@ -127,6 +162,16 @@ func noToken() *string { s := ""; return &s }
 func tokenOf(s string) *string { return &s }
 
 func (e *env) send(rq req) *resp {
+	e.t.Helper()
+	r, err := e.trySend(rq)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+// trySend is send for requests that may fail below HTTP (TLS handshakes).
+func (e *env) trySend(rq req) (*resp, error) {
 	e.t.Helper()
 	var rd io.Reader
 	if rq.body != nil {
@@ -165,16 +210,23 @@ func (e *env) send(rq req) *resp {
 		hr.Header.Set(k, v)
 	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if e.roots != nil {
+		tc := &tls.Config{RootCAs: e.roots}
+		if rq.cert != nil {
+			tc.Certificates = []tls.Certificate{*rq.cert}
+		}
+		client.Transport = &http.Transport{TLSClientConfig: tc, DisableKeepAlives: true}
+	}
 	res, err := client.Do(hr)
 	if err != nil {
-		e.t.Fatalf("%s %s: %v", rq.method, rq.path, err)
+		return nil, fmt.Errorf("%s %s: %w", rq.method, rq.path, err)
 	}
 	defer res.Body.Close()
 	body, err := io.ReadAll(res.Body)
 	if err != nil {
-		e.t.Fatalf("read %s %s: %v", rq.method, rq.path, err)
+		return nil, fmt.Errorf("read %s %s: %w", rq.method, rq.path, err)
 	}
-	return &resp{status: res.StatusCode, header: res.Header, body: body}
+	return &resp{status: res.StatusCode, header: res.Header, body: body}, nil
 }
 
 func (e *env) get(path string) *resp { e.t.Helper(); return e.send(req{method: "GET", path: path}) }

@@ -57,7 +57,7 @@ func (s *Server) openAPIHandler() handlerFunc {
 // openAPIDocument returns the encoded document of this server (its body
 // limits appear in it).
 func (s *Server) openAPIDocument() ([]byte, error) {
-	doc, err := buildOpenAPI(s.maxBody, s.maxApply)
+	doc, err := buildOpenAPI(s.maxBody, s.maxApply, s.identity != nil)
 	if err != nil {
 		return nil, fmt.Errorf("build the OpenAPI document: %w", err)
 	}
@@ -83,12 +83,14 @@ func orNull(s obj) obj { return obj{"anyOf": []any{s, obj{"type": "null"}}} }
 // openAPIBuilder collects the document.
 type openAPIBuilder struct {
 	maxBody, maxApply int64
-	schemas           obj
-	paths             obj
+	// identity: the server has the identity routes (WithIdentity).
+	identity bool
+	schemas  obj
+	paths    obj
 }
 
-func buildOpenAPI(maxBody, maxApply int64) (obj, error) {
-	b := &openAPIBuilder{maxBody: maxBody, maxApply: maxApply, schemas: obj{}, paths: obj{}}
+func buildOpenAPI(maxBody, maxApply int64, identity bool) (obj, error) {
+	b := &openAPIBuilder{maxBody: maxBody, maxApply: maxApply, identity: identity, schemas: obj{}, paths: obj{}}
 	if err := b.commonSchemas(); err != nil {
 		return nil, err
 	}
@@ -106,6 +108,10 @@ func buildOpenAPI(maxBody, maxApply int64) (obj, error) {
 	b.meshSchemas()
 	b.reportSchemas()
 	b.otherPaths()
+	if identity {
+		b.identitySchemas()
+		b.identityPaths()
+	}
 	return obj{
 		"openapi": openAPIVersion,
 		"info": obj{
@@ -115,8 +121,8 @@ func buildOpenAPI(maxBody, maxApply int64) (obj, error) {
 				"(services, microservices, functions, endpoints, security policies, roles, storage, " +
 				"and the states and results flowing back), mesh documents, reports from proxies and " +
 				"operational endpoints. Every path also answers with a trailing slash, without a redirect. " +
-				"Credentials are bearer tokens: an admin token may call everything; node tokens only " +
-				"what x-cryptomesh-access says.",
+				"Credentials are bearer tokens: an admin token may call everything but the node-only routes; node " +
+				"credentials (join tokens, or SVIDs as TLS client certificates) only what x-cryptomesh-access says.",
 		},
 		"servers":    []any{obj{"url": "/"}},
 		"security":   []any{obj{"bearer": []any{}}},
@@ -131,11 +137,15 @@ func (b *openAPIBuilder) tags() []any {
 	for _, k := range registry.Kinds() {
 		out = append(out, obj{"name": k.Route(), "description": "Entities of kind " + k.Singular() + "."})
 	}
-	return append(out,
+	out = append(out,
 		obj{"name": "mesh", "description": "Mesh documents: the whole ML system as one YAML or JSON document."},
 		obj{"name": "reports", "description": "Observations sent back by proxies."},
 		obj{"name": "operations", "description": "Health, readiness, metrics and this document."},
 	)
+	if b.identity {
+		out = append(out, obj{"name": "identity", "description": "SPIFFE identity: the trust bundle, node SVIDs and join tokens."})
+	}
+	return out
 }
 
 func (b *openAPIBuilder) components() obj {
@@ -147,7 +157,7 @@ func (b *openAPIBuilder) components() obj {
 	return obj{
 		"securitySchemes": obj{"bearer": obj{
 			"type": "http", "scheme": "bearer",
-			"description": "An admin token (`--api-token-file`, or `<data-dir>/admin-token` created at first start), or a node's join token where x-cryptomesh-access is node.",
+			"description": "An admin token (`--api-token-file`, or `<data-dir>/admin-token` created at first start), or a node's join token where x-cryptomesh-access is node or node-only. Over TLS a node may present its X.509-SVID as client certificate instead of a join token.",
 		}},
 		"schemas": b.schemas,
 		"responses": obj{
@@ -160,6 +170,7 @@ func (b *openAPIBuilder) components() obj {
 			"UnsupportedMediaType": errResp("The Content-Type is not one this route reads."),
 			"Unprocessable":        errResp("A value breaks a rule; `errors` names every offending field or query parameter."),
 			"Unavailable":          errResp("The store failed or authentication could not be decided; nothing was changed."),
+			"NotImplemented":       errResp("This control plane does not offer this (SVIDs in SPIRE mode come from the SPIRE agent)."),
 		},
 		"parameters": obj{
 			"Id": obj{"name": "id", "in": "path", "required": true, "description": "The entity's id.",
@@ -527,6 +538,9 @@ func operation(id, summary string, a access, tags ...string) obj {
 	case accessNode:
 		op["x-cryptomesh-access"] = "node"
 		addResponses(op, "401", "403", "503")
+	case accessNodeOnly:
+		op["x-cryptomesh-access"] = "node-only"
+		addResponses(op, "401", "403", "503")
 	}
 	return op
 }
@@ -534,7 +548,7 @@ func operation(id, summary string, a access, tags ...string) obj {
 func addResponses(op obj, codes ...string) {
 	names := map[string]string{
 		"400": "BadRequest", "401": "Unauthorized", "403": "Forbidden", "404": "NotFound", "409": "Conflict",
-		"413": "PayloadTooLarge", "415": "UnsupportedMediaType", "422": "Unprocessable", "503": "Unavailable",
+		"413": "PayloadTooLarge", "415": "UnsupportedMediaType", "422": "Unprocessable", "501": "NotImplemented", "503": "Unavailable",
 	}
 	rs := op["responses"].(obj)
 	for _, c := range codes {

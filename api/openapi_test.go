@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -73,7 +74,7 @@ func mapAt(t *testing.T, m map[string]any, keys ...string) map[string]any {
 // in the document with exactly its methods and access, and the document
 // has nothing the server does not serve.
 func TestOpenAPICoversEveryRoute(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, withIdentity(nil))
 	doc := e.openAPI()
 	paths := mapAt(t, doc, "paths")
 	table := api.RouteTable(e.api)
@@ -127,7 +128,7 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 // checks references, schemas, examples and defaults) and checks the
 // basics a client generator relies on.
 func TestOpenAPIDocumentIsValid(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, withIdentity(nil))
 	raw := e.must(e.get("/api/v1/openapi.json/"), http.StatusOK).body
 	if !json.Valid(raw) {
 		t.Fatal("not JSON")
@@ -143,7 +144,8 @@ func TestOpenAPIDocumentIsValid(t *testing.T) {
 	if len(doc.Security) != 1 {
 		t.Fatalf("global security %+v", doc.Security)
 	}
-	for _, name := range []string{"Error", "ErrorDetail", "FieldError", "MeshDocument", "ApplyReport", "ReportBatch", "ReportAnswers", "Health"} {
+	for _, name := range []string{"Error", "ErrorDetail", "FieldError", "MeshDocument", "ApplyReport", "ReportBatch", "ReportAnswers", "Health",
+		"WhoAmI", "SVIDRequest", "SVID", "TokenRequest", "Token", "TokenRecord"} {
 		if doc.Components.Schemas[name] == nil {
 			t.Errorf("no schema %s", name)
 		}
@@ -436,14 +438,18 @@ type exchange struct {
 // operation and every body must match its schema.
 func TestOpenAPIAnswersMatchTheDocument(t *testing.T) {
 	nodes := nodeAuth{"node-token": {Kind: api.PrincipalNode, Name: "n1", Endpoint: "e1"}}
-	e := newEnv(t, withAPI(api.WithAuthenticator(nodes)))
+	e := newEnv(t, withAPI(api.WithAuthenticator(nodes)), withIdentity(nil))
 	e.seed()
+	join, _ := e.mintToken(map[string]any{"node": "n1", "endpoint": "e1"})
+	_, revokeJTI := e.mintToken(map[string]any{"node": "n2", "role": "r1", "ttl": "1h"})
+	csr, _ := json.Marshal(map[string]any{"csr": csrFor(t, newP256(t), x509.CertificateRequest{}, "spiffe://cryptomesh.local/endpoint/e1")})
+	otherCSR, _ := json.Marshal(map[string]any{"csr": csrFor(t, newP256(t), x509.CertificateRequest{}, "spiffe://cryptomesh.local/role/r1")})
 	doc := e.loadOpenAPI()
 	router, err := gorillamux.NewRouter(doc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	none, node := noToken(), tokenOf("node-token")
+	none, node, joined := noToken(), tokenOf("node-token"), tokenOf(join)
 	var xs []exchange
 	for _, s := range seedBodies() {
 		base := "/api/v1/" + s.route
@@ -507,6 +513,19 @@ func TestOpenAPIAnswersMatchTheDocument(t *testing.T) {
 		exchange{method: "DELETE", path: "/api/v1/function-results/fr1", status: 204},
 		exchange{method: "DELETE", path: "/api/v1/services/svc1?cascade=true", status: 204},
 		exchange{method: "DELETE", path: "/api/v1/services/svc1", status: 404},
+		exchange{method: "GET", path: "/api/v1/identity/bundle", token: none, status: 200},
+		exchange{method: "GET", path: "/api/v1/identity/whoami", token: joined, status: 200},
+		exchange{method: "GET", path: "/api/v1/identity/whoami", status: 403},
+		exchange{method: "POST", path: "/api/v1/identity/svids", token: joined, ctype: "application/json", status: 200, body: string(csr)},
+		exchange{method: "POST", path: "/api/v1/identity/svids", token: joined, ctype: "application/json", status: 403, body: string(otherCSR)},
+		exchange{method: "POST", path: "/api/v1/identity/svids", token: joined, ctype: "application/json", status: 422, badRequest: true, body: `{"csr": "x"}`},
+		exchange{method: "POST", path: "/api/v1/identity/svids", token: none, ctype: "application/json", status: 401, badRequest: true, body: string(csr)},
+		exchange{method: "POST", path: "/api/v1/identity/tokens", ctype: "application/json", status: 201, body: `{"node": "n3", "endpoint": "e1", "ttl": "2h"}`},
+		exchange{method: "POST", path: "/api/v1/identity/tokens", ctype: "application/json", status: 422, body: `{"node": "n3", "endpoint": "nope"}`},
+		exchange{method: "POST", path: "/api/v1/identity/tokens", token: joined, ctype: "application/json", status: 403, body: `{"node": "n3", "endpoint": "e1"}`},
+		exchange{method: "GET", path: "/api/v1/identity/tokens", status: 200},
+		exchange{method: "DELETE", path: "/api/v1/identity/tokens/" + revokeJTI, status: 204},
+		exchange{method: "DELETE", path: "/api/v1/identity/tokens/nope", status: 404},
 	)
 	opts := &openapi3filter.Options{
 		AuthenticationFunc:    openapi3filter.NoopAuthenticationFunc,

@@ -63,7 +63,7 @@ func (s *Server) routes() []route {
 			http.MethodGet: {accessAdmin, s.latestState(registry.KindFunction, registry.KindFunctionState)},
 		}},
 	)
-	return rs
+	return append(rs, s.identityRoutes()...)
 }
 
 // buildMux registers every route with and without a trailing slash (SPEC

@@ -36,6 +36,7 @@ type Server struct {
 	readiness []readinessCheck
 	gatherer  prometheus.Gatherer
 	metrics   *metrics
+	identity  *IdentityConfig // nil: no identity routes, no node authentication
 	handler   http.Handler
 }
 
@@ -49,6 +50,7 @@ type config struct {
 	maxBody    int64
 	maxApply   int64
 	readiness  []readinessCheck
+	identity   *IdentityConfig
 	// errs collects invalid options so New can report them all at once.
 	errs []error
 }
@@ -136,6 +138,10 @@ func New(reg *registry.Registry, opts ...Option) (*Server, error) {
 	for _, o := range opts {
 		o(c)
 	}
+	if c.identity != nil {
+		// Last: admin tokens are tried first, then join tokens and SVIDs.
+		c.authn = append(c.authn, nodeAuthenticator{nodes: c.identity.Nodes})
+	}
 	if len(c.authn) == 0 {
 		c.errs = append(c.errs, errors.New("no authenticator: the API has no unauthenticated mode; use WithAuthenticator"))
 	}
@@ -179,6 +185,7 @@ func New(reg *registry.Registry, opts ...Option) (*Server, error) {
 		readiness: c.readiness,
 		gatherer:  c.gatherer,
 		metrics:   m,
+		identity:  c.identity,
 	}
 	s.handler = s.instrument(s.cors(s.cleanPaths(s.buildMux())))
 	return s, nil

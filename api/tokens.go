@@ -107,7 +107,7 @@ func (t *AdminTokens) Authenticate(r *http.Request) (Principal, error) {
 	if match != 1 {
 		return Principal{}, fmt.Errorf("not an admin token: %w", ErrUnauthenticated)
 	}
-	return Principal{Kind: PrincipalAdmin, Name: "admin"}, nil
+	return Principal{Kind: PrincipalAdmin, Name: "admin", Credential: CredentialAdminToken}, nil
 }
 
 // refresh re-reads token files that changed since they were last read.
