@@ -19,6 +19,7 @@ import (
 	"github.com/cryptomesh/cryptomesh/api"
 	"github.com/cryptomesh/cryptomesh/registry"
 	"github.com/cryptomesh/cryptomesh/registry/mesh"
+	"github.com/cryptomesh/cryptomesh/registry/store/etcdstore"
 	"github.com/cryptomesh/cryptomesh/registry/store/filestore"
 )
 
@@ -26,6 +27,8 @@ type serverConfig struct {
 	addr          string
 	dataDir       string
 	store         string
+	etcd          etcdConfig
+	reqTimeout    time.Duration
 	tokenFiles    listFlag
 	tokens        listFlag
 	insecure      bool
@@ -39,12 +42,24 @@ type serverConfig struct {
 	shutdownGrace time.Duration
 }
 
+type etcdConfig struct {
+	endpoints     listFlag
+	ca, cert, key string
+	prefix        string
+}
+
 func serverFlags(cfg *serverConfig, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:19000", "address of the REST API and /metrics")
 	fs.StringVar(&cfg.dataDir, "data-dir", "./data", "directory of the embedded store and the generated admin token")
-	fs.StringVar(&cfg.store, "store", "embedded", "registry store: embedded")
+	fs.StringVar(&cfg.store, "store", "embedded", "registry store: embedded, or etcd to share the registry between control-plane replicas")
+	fs.Var(&cfg.etcd.endpoints, "etcd-endpoints", "etcd client addresses for --store etcd (host:port or URLs, comma-separated)")
+	fs.StringVar(&cfg.etcd.ca, "etcd-ca", "", "PEM CA bundle that verifies etcd's certificate (enables TLS to etcd)")
+	fs.StringVar(&cfg.etcd.cert, "etcd-cert", "", "PEM client certificate for etcd's --client-cert-auth (with --etcd-key)")
+	fs.StringVar(&cfg.etcd.key, "etcd-key", "", "PEM key of --etcd-cert")
+	fs.StringVar(&cfg.etcd.prefix, "etcd-prefix", etcdstore.DefaultPrefix, "etcd key prefix of the registry; replicas that share a registry use the same")
+	fs.DurationVar(&cfg.reqTimeout, "request-timeout", 30*time.Second, "longest an API request may wait, e.g. for an unreachable etcd; a write still waiting is then answered 503 and may yet commit")
 	fs.Var(&cfg.tokenFiles, "api-token-file", "file of admin tokens, one per line (repeatable, comma-separated; re-read when changed)")
 	fs.Var(&cfg.tokens, "api-token", "an admin token given literally, for tests (repeatable)")
 	fs.BoolVar(&cfg.insecure, "insecure", false, "allow plain HTTP on a non-loopback address")
@@ -101,8 +116,13 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cfg.store != "embedded" {
-		return usageError{fmt.Errorf("--store %q is not available in this build; use embedded", cfg.store)}
+	switch {
+	case cfg.store != "embedded" && cfg.store != "etcd":
+		return usageError{fmt.Errorf("--store %q: want embedded or etcd", cfg.store)}
+	case cfg.store == "etcd" && len(cfg.etcd.endpoints) == 0:
+		return usageError{errors.New("--store etcd needs --etcd-endpoints")}
+	case cfg.reqTimeout <= 0:
+		return usageError{fmt.Errorf("--request-timeout %s: must be positive", cfg.reqTimeout)}
 	}
 	local, err := isLoopback(cfg.addr)
 	if err != nil {
@@ -138,7 +158,7 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	store, err := filestore.Open(filepath.Join(cfg.dataDir, "registry"), filestore.WithLogger(log))
+	store, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -176,7 +196,7 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
 	}
 	httpSrv := &http.Server{
-		Handler:           srv.Handler(),
+		Handler:           withTimeout(srv.Handler(), cfg.reqTimeout),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -204,6 +224,31 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 		runErr = err
 	}
 	return runErr
+}
+
+// openStore opens the registry's store: the embedded file store in the
+// data directory, or etcd shared with other replicas.
+func openStore(ctx context.Context, cfg serverConfig, log *slog.Logger) (registry.Store, error) {
+	if cfg.store == "embedded" {
+		return filestore.Open(filepath.Join(cfg.dataDir, "registry"), filestore.WithLogger(log))
+	}
+	opts := []etcdstore.Option{etcdstore.WithLogger(log), etcdstore.WithPrefix(cfg.etcd.prefix)}
+	if cfg.etcd.ca != "" || cfg.etcd.cert != "" || cfg.etcd.key != "" {
+		opts = append(opts, etcdstore.WithTLSFiles(cfg.etcd.ca, cfg.etcd.cert, cfg.etcd.key))
+	}
+	log.Info("using etcd", "endpoints", []string(cfg.etcd.endpoints), "prefix", cfg.etcd.prefix)
+	return etcdstore.Open(ctx, cfg.etcd.endpoints, opts...)
+}
+
+// withTimeout gives each request a deadline, so that a write waiting on
+// a store that cannot answer (etcd down) is answered 503 rather than
+// left hanging; the registry keeps resolving the write in the background.
+func withTimeout(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 // applyAtStart applies a mesh document before the API serves, so that a
