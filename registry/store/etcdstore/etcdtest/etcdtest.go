@@ -41,6 +41,8 @@ type Server struct {
 	clientPort int
 	peerPort   int
 	extra      []string
+	tlsOn      bool
+	tls        TLSFiles
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -71,6 +73,12 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for _, o := range opts {
 		o(s)
 	}
+	if s.tlsOn {
+		var err error
+		if s.tls, err = writeTLS(filepath.Join(s.dir, "tls")); err != nil {
+			t.Fatalf("etcdtest: certificates: %v", err)
+		}
+	}
 	t.Cleanup(s.kill)
 	var err error
 	// Free ports are found by binding and releasing them, so another
@@ -99,7 +107,14 @@ func (s *Server) Logs() string {
 // Client returns a client of this server, closed when the test ends.
 func (s *Server) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint()}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	cfg := clientv3.Config{Endpoints: []string{s.Endpoint()}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()}
+	if s.tlsOn {
+		var err error
+		if cfg.TLS, err = s.tls.clientTLS(); err != nil {
+			t.Fatalf("etcdtest: client TLS: %v", err)
+		}
+	}
+	c, err := clientv3.New(cfg)
 	if err != nil {
 		t.Fatalf("etcdtest: client: %v", err)
 	}
@@ -142,7 +157,14 @@ func (s *Server) kill() {
 }
 
 func (s *Server) start() error {
-	clientURL := "http://" + s.Endpoint()
+	scheme := "http://"
+	var tlsArgs []string
+	if s.tlsOn {
+		scheme = "https://"
+		tlsArgs = []string{"--cert-file", s.tls.serverCert, "--key-file", s.tls.serverKey,
+			"--trusted-ca-file", s.tls.CA, "--client-cert-auth"}
+	}
+	clientURL := scheme + s.Endpoint()
 	peerURL := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.peerPort))
 	args := append([]string{
 		"--name", "test",
@@ -154,7 +176,7 @@ func (s *Server) start() error {
 		// fires; short timers make (re)starts quick.
 		"--heartbeat-interval", "20", "--election-timeout", "200",
 		"--logger", "zap", "--log-level", "warn",
-	}, s.extra...)
+	}, append(tlsArgs, s.extra...)...)
 	logFile, err := os.OpenFile(filepath.Join(s.dir, "etcd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -179,16 +201,25 @@ func (s *Server) start() error {
 	s.mu.Lock()
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
-	if err := waitHealthy(clientURL+"/health", done); err != nil {
+	health := &http.Client{Timeout: time.Second}
+	defer health.CloseIdleConnections()
+	if s.tlsOn {
+		cfg, err := s.tls.clientTLS()
+		if err != nil {
+			s.kill()
+			return err
+		}
+		health.Transport = &http.Transport{TLSClientConfig: cfg}
+	}
+	if err := waitHealthy(health, clientURL+"/health", done); err != nil {
 		s.kill()
 		return fmt.Errorf("%w\n%s", err, tail(s.Logs(), 20))
 	}
 	return nil
 }
 
-func waitHealthy(url string, exited <-chan struct{}) error {
+func waitHealthy(client *http.Client, url string, exited <-chan struct{}) error {
 	deadline := time.Now().Add(startTimeout)
-	client := &http.Client{Timeout: time.Second}
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
