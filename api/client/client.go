@@ -12,6 +12,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +42,7 @@ type options struct {
 	token      string
 	tokenFile  string
 	httpClient *http.Client
+	rootCAs    *x509.CertPool
 	userAgent  string
 	errs       []error
 }
@@ -69,6 +72,19 @@ func WithHTTPClient(c *http.Client) Option {
 			return
 		}
 		o.httpClient = c
+	}
+}
+
+// WithRootCAs trusts the control plane's HTTPS certificate by pool (its
+// trust bundle; see LoadRootCAs) instead of the system's roots. It cannot
+// be combined with WithHTTPClient, which brings its own TLS settings.
+func WithRootCAs(pool *x509.CertPool) Option {
+	return func(o *options) {
+		if pool == nil {
+			o.errs = append(o.errs, errors.New("WithRootCAs: nil pool"))
+			return
+		}
+		o.rootCAs = pool
 	}
 }
 
@@ -103,6 +119,9 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	if o.token != "" && o.tokenFile != "" {
 		o.errs = append(o.errs, errors.New("give a token or a token file, not both"))
 	}
+	if o.rootCAs != nil && o.httpClient != nil {
+		o.errs = append(o.errs, errors.New("give root CAs or an HTTP client, not both"))
+	}
 	token := o.token
 	if o.tokenFile != "" && len(o.errs) == 0 {
 		token, err = ReadTokenFile(o.tokenFile)
@@ -117,7 +136,13 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("client: %w", errors.Join(o.errs...))
 	}
 	hc := o.httpClient
-	if hc == nil {
+	switch {
+	case hc != nil:
+	case o.rootCAs != nil:
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: o.rootCAs, MinVersion: tls.VersionTLS12}
+		hc = &http.Client{Transport: tr}
+	default:
 		hc = &http.Client{}
 	}
 	return &Client{base: u, http: hc, token: token, userAgent: o.userAgent}, nil
