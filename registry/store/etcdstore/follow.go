@@ -259,7 +259,9 @@ func (s *Store) Follow(ctx context.Context, apply func(registry.Record) error) e
 func (s *Store) watch(ctx context.Context, apply func(registry.Record) error) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := s.client.Watch(wctx, s.keys.logDir(), clientv3.WithRange(s.keys.logEnd()), clientv3.WithRev(s.watchFrom))
+	// Deletes are a snapshot dropping old entries: etcd need not send them.
+	wch := s.client.Watch(wctx, s.keys.logDir(), clientv3.WithRange(s.keys.logEnd()), clientv3.WithRev(s.watchFrom),
+		clientv3.WithFilterDelete())
 	for resp := range wch {
 		if resp.CompactRevision != 0 {
 			return fmt.Errorf("%w: etcd compacted its history to revision %d, past %d", errRelist, resp.CompactRevision, s.watchFrom)
@@ -269,7 +271,7 @@ func (s *Store) watch(ctx context.Context, apply func(registry.Record) error) er
 		}
 		for _, ev := range resp.Events {
 			if ev.Type != clientv3.EventTypePut {
-				continue // a snapshot dropping old entries
+				continue
 			}
 			rev, ok := revOf(string(ev.Kv.Key), s.keys.logDir())
 			switch {
