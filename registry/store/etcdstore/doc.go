@@ -51,9 +51,20 @@
 // commit, the retry fails its compare and finds log/<last.Rev> holding
 // the batch's own record, which counts as success; if it did not, the
 // retry is the commit. A record's Wait therefore returns nil or a
-// conflict exactly as committed, never a guess; only when etcd stays
-// unreachable past the commit timeout does it return an error (outcome
-// unknown), and the registry then stops taking writes until restarted.
+// conflict exactly as committed, never a guess. It returns another error
+// only when etcd stays unreachable past the commit timeout (default one
+// minute: the outcome is then unknown), when etcd refuses the request for
+// good (authentication, a full database), or when the store is closed;
+// the registry then stops taking writes, and a restarted control plane
+// loads what etcd really holds. A caller whose context ends first (the
+// server gives every request --request-timeout) is answered 503 while the
+// committer goes on resolving its record, so a short etcd outage is
+// invisible to the registry: writes made meanwhile commit, in order, when
+// etcd is back.
+//
+// If etcd refuses a transaction as too large (its --max-txn-ops or
+// --max-request-bytes below what WithTxnLimits says), the committer halves
+// its limits and splits the batch rather than fail.
 //
 // A record larger than one request (a mesh document of thousands of
 // functions) is written first as chunks under blob/<rev>/<ID>/, outside

@@ -444,3 +444,36 @@ func TestAppendNeedsLoadAndIDs(t *testing.T) {
 		t.Fatalf("append after Close: %v", err)
 	}
 }
+
+func TestPrefixesAreIndependent(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client(t)
+	// New shares a client the caller keeps.
+	a, err := etcdstore.New(c, etcdstore.WithPrefix("/mesh-a/"), etcdstore.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := etcdstore.New(c, etcdstore.WithPrefix("/mesh-b/"), etcdstore.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	load(t, a)
+	load(t, b)
+	mustAppend(t, a, chain("a", 0, "", 3, 10))
+	mustAppend(t, b, chain("b", 0, "", 1, 10))
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(context.Background(), "x"); err != nil {
+		t.Fatalf("Close closed a client the store does not own: %v", err)
+	}
+	for prefix, want := range map[string]int{"/mesh-a/": 3, "/mesh-b/": 1} {
+		got := load(t, openStore(t, []string{srv.Endpoint()}, etcdstore.WithPrefix(prefix)))
+		if len(got) != want || got[0].ID != prefix[6:7]+"-1" {
+			t.Fatalf("%s holds %d records, want %d of its own", prefix, len(got), want)
+		}
+	}
+}
