@@ -109,6 +109,9 @@ func (r *Registry) do(ctx context.Context, ops []Op, each, dryRun bool) ([]Resul
 		}
 	}
 	for attempt := 1; ; attempt++ {
+		// The revision this attempt resolves on (at least): a refusal is
+		// re-checked only if the store's head is past it.
+		seen := r.Revision()
 		res, err := r.doOnce(ctx, ops, each, dryRun)
 		var ce *ConflictError
 		if !errors.As(err, &ce) {
@@ -119,7 +122,7 @@ func (r *Registry) do(ctx context.Context, ops []Op, each, dryRun bool) ([]Resul
 			// write yet: catch up with the store's head, then decide.
 			synced = true
 			head, herr := r.follower.Head(ctx)
-			if herr != nil || head <= r.Revision() {
+			if herr != nil || head <= seen {
 				return res, err
 			}
 			if werr := r.awaitRevision(ctx, head); werr != nil {
@@ -225,7 +228,7 @@ func (r *Registry) doOnce(ctx context.Context, ops []Op, each, dryRun bool) ([]R
 			r.bg.Add(1)
 			go func() {
 				defer r.bg.Done()
-				r.await(pending, w.rev)
+				r.await(pending, w.rev, rec.ID)
 			}()
 			return nil, unavailable("request cancelled before the write was durable", err)
 		}
@@ -243,10 +246,14 @@ func (r *Registry) doOnce(ctx context.Context, ops []Op, each, dryRun bool) ([]R
 	return results, nil
 }
 
-func (r *Registry) await(p Pending, rev uint64) {
-	if err := p.Wait(context.Background()); err != nil {
+func (r *Registry) await(p Pending, rev uint64, id string) {
+	if err := p.Wait(r.bgCtx); err != nil {
 		if errors.As(err, new(*ConflictError)) {
-			return // the record lost; nothing to publish
+			r.rollback(rev, id) // the record lost: undo it here too
+			return
+		}
+		if r.bgCtx.Err() != nil {
+			return // closing: a restart reloads what the store holds
 		}
 		r.fail(fmt.Errorf("store revision %d: %w", rev, err))
 		return

@@ -50,8 +50,11 @@ type Registry struct {
 	lastID string     // ID of the last record appended (replicated stores)
 	broken error      // set when the store failed: no more writes
 
-	follower   Follower // the store, when it is shared by replicas
-	stopFollow context.CancelFunc
+	follower Follower // the store, when it is shared by replicas
+	// bgCtx bounds background work (following a replicated store,
+	// awaiting writes whose callers gave up); Close cancels it.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 
 	pubMu     sync.Mutex
 	published atomic.Pointer[published]
@@ -132,6 +135,7 @@ func Open(ctx context.Context, store Store, opts ...Option) (*Registry, error) {
 		subs:         map[*Subscription]struct{}{},
 		failed:       make(chan struct{}),
 	}
+	r.bgCtx, r.bgCancel = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(r)
 	}
@@ -179,12 +183,10 @@ func Open(ctx context.Context, store Store, opts ...Option) (*Registry, error) {
 	r.log.Info("registry loaded", "revision", r.rev, "records", records, "duration", time.Since(start))
 	if f, ok := store.(Follower); ok {
 		r.follower = f
-		fctx, cancel := context.WithCancel(context.Background())
-		r.stopFollow = cancel
 		r.bg.Add(1)
 		go func() {
 			defer r.bg.Done()
-			if err := f.Follow(fctx, r.applyRemote); err != nil && fctx.Err() == nil {
+			if err := f.Follow(r.bgCtx, r.applyRemote); err != nil && r.bgCtx.Err() == nil {
 				r.fail(fmt.Errorf("follow the replicated store: %w", err))
 			}
 		}()
@@ -219,9 +221,7 @@ func (r *Registry) close() error {
 		r.broken = errors.New("registry closed")
 	}
 	r.mu.Unlock()
-	if r.stopFollow != nil {
-		r.stopFollow()
-	}
+	r.bgCancel()
 	r.bg.Wait()
 	r.pubMu.Lock()
 	for s := range r.subs {
@@ -400,7 +400,7 @@ func (r *Registry) maybeSnapshot(db *memdb.MemDB, rev uint64) {
 	go func() {
 		defer r.bg.Done()
 		start := time.Now()
-		err := snap.Snapshot(context.Background(), rev, entities(db))
+		err := snap.Snapshot(r.bgCtx, rev, entities(db))
 		r.pubMu.Lock()
 		r.snapping = false
 		if err == nil {
