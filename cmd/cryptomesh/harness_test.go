@@ -46,6 +46,9 @@ type proc struct {
 	mu   sync.Mutex
 	logs strings.Builder
 	err  error
+	// client reaches the server; nil means http.DefaultClient (plain
+	// HTTP). TLS servers get one that trusts their CA.
+	client *http.Client
 }
 
 func (p *proc) Logs() string {
@@ -57,6 +60,15 @@ func (p *proc) Logs() string {
 // startServer runs `cryptomesh server` on a free loopback port and waits
 // until it answers /readyz.
 func startServer(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := launchServer(t, args...)
+	waitReady(t, p)
+	return p
+}
+
+// launchServer runs `cryptomesh server` and returns once it logged the URL
+// it serves (http or https), without waiting for readiness.
+func launchServer(t *testing.T, args ...string) *proc {
 	t.Helper()
 	args = append([]string{"server", "--addr", "127.0.0.1:0", "--log-format", "json"}, args...)
 	cmd := exec.Command(binPath, args...)
@@ -79,12 +91,12 @@ func startServer(t *testing.T, args ...string) *proc {
 			p.logs.WriteString(line + "\n")
 			p.mu.Unlock()
 			var rec struct {
-				Msg  string `json:"msg"`
-				Addr string `json:"addr"`
+				Msg string `json:"msg"`
+				URL string `json:"url"`
 			}
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "serving API" {
 				select {
-				case addr <- rec.Addr:
+				case addr <- strings.TrimSuffix(rec.URL, "/api/v1"):
 				default:
 				}
 			}
@@ -97,22 +109,25 @@ func startServer(t *testing.T, args ...string) *proc {
 	}()
 	t.Cleanup(func() { p.kill() })
 	select {
-	case a := <-addr:
-		p.url = "http://" + a
+	case u := <-addr:
+		p.url = u
 	case <-p.done:
 		t.Fatalf("server exited before serving: %v\n%s", p.err, p.Logs())
 	case <-time.After(60 * time.Second):
 		t.Fatalf("server did not start within 60s\n%s", p.Logs())
 	}
-	waitReady(t, p)
 	return p
 }
 
 func waitReady(t *testing.T, p *proc) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
+	c := p.client
+	if c == nil {
+		c = http.DefaultClient
+	}
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(p.url + "/readyz")
+		resp, err := c.Get(p.url + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -40,6 +40,7 @@ type serverConfig struct {
 	logLevel      string
 	logFormat     string
 	shutdownGrace time.Duration
+	identity      identityFlags
 }
 
 type etcdConfig struct {
@@ -62,7 +63,7 @@ func serverFlags(cfg *serverConfig, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.reqTimeout, "request-timeout", 30*time.Second, "longest an API request may wait, e.g. for an unreachable etcd; a write still waiting is then answered 503 and may yet commit")
 	fs.Var(&cfg.tokenFiles, "api-token-file", "file of admin tokens, one per line (repeatable, comma-separated; re-read when changed)")
 	fs.Var(&cfg.tokens, "api-token", "an admin token given literally, for tests (repeatable)")
-	fs.BoolVar(&cfg.insecure, "insecure", false, "allow plain HTTP on a non-loopback address")
+	fs.BoolVar(&cfg.insecure, "insecure", false, "serve plain HTTP on a non-loopback address instead of TLS")
 	fs.Var(&cfg.corsOrigins, "cors-origins", "browser origins allowed to call the API (comma-separated)")
 	fs.IntVar(&cfg.historyLimit, "history-limit", registry.DefaultHistoryLimit, "states and results kept per endpoint or function")
 	fs.Int64Var(&cfg.maxApplyBytes, "max-apply-bytes", api.DefaultMaxApplyBytes, "size limit of a mesh document posted to /api/v1/apply")
@@ -71,6 +72,7 @@ func serverFlags(cfg *serverConfig, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&cfg.shutdownGrace, "shutdown-grace", 10*time.Second, "how long in-flight requests may finish after SIGTERM")
+	addIdentityFlags(fs, &cfg.identity)
 	fs.Usage = usageWithEnv(fs, "cryptomesh server [flags]")
 	return fs
 }
@@ -128,8 +130,12 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
-	if !local && !cfg.insecure {
-		return usageError{fmt.Errorf("refusing to serve plain HTTP on %s, which is reachable beyond this machine: tokens would cross the network in clear text; bind a loopback address or pass --insecure", cfg.addr)}
+	serveTLS, err := useTLS(local, cfg.insecure, cfg.identity.tls)
+	if err != nil {
+		return err
+	}
+	if !local && !serveTLS {
+		log.Warn("serving plain HTTP beyond loopback (--insecure): tokens cross the network in clear text", "addr", cfg.addr)
 	}
 	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
@@ -180,7 +186,18 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 	}
 
+	id, err := setupIdentity(ctx, cfg.identity, cfg.dataDir, reg, promReg, log)
+	if err != nil {
+		return err
+	}
+	defer id.close()
+	maintainCtx, stopMaintain := context.WithCancel(ctx)
+	defer stopMaintain()
+	go id.maintain(maintainCtx, log)
+
 	srv, err := api.New(reg,
+		api.WithIdentity(id.api),
+		api.WithReadiness("identity", id.ready),
 		api.WithLogger(log),
 		api.WithRegisterer(promReg),
 		api.WithGatherer(promReg),
@@ -202,8 +219,14 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpSrv.Serve(ln) }()
 	scheme := "http"
+	if serveTLS {
+		scheme = "https"
+		httpSrv.TLSConfig = id.tlsConfig()
+		go func() { serveErr <- httpSrv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { serveErr <- httpSrv.Serve(ln) }()
+	}
 	log.Info("serving API", "addr", ln.Addr().String(), "url", scheme+"://"+ln.Addr().String()+"/api/v1", "data_dir", cfg.dataDir)
 
 	var runErr error
