@@ -2,20 +2,23 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io/fs"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/cryptomesh/cryptomesh/api/client"
+	"github.com/cryptomesh/cryptomesh/identity"
 )
 
-// The client commands (apply, get, delete, export) talk to a running
+// The client commands (apply, get, delete, export, token) talk to a running
 // control plane through package api/client. This file holds what they
 // share: the connection flags, argument handling, and turning failures
 // into messages that say what to fix and exit codes scripts can rely on.
@@ -41,6 +44,7 @@ type clientFlags struct {
 	server    string
 	tokenFile string
 	dataDir   string
+	caFile    string
 	timeout   time.Duration
 }
 
@@ -48,6 +52,7 @@ func addClientFlags(fs *flag.FlagSet, cf *clientFlags) {
 	fs.StringVar(&cf.server, "server", "http://127.0.0.1:19000", "URL of the control plane")
 	fs.StringVar(&cf.tokenFile, "token-file", "", "file holding the admin token (default: admin-token in --data-dir)")
 	fs.StringVar(&cf.dataDir, "data-dir", "./data", "data directory of a local `cryptomesh server`, where it keeps the admin token it created")
+	fs.StringVar(&cf.caFile, "ca-file", "", "PEM bundle (or CA directory) to trust an https --server by (default: the CA in --data-dir, if any)")
 	fs.DurationVar(&cf.timeout, "timeout", 5*time.Minute, "how long the command may take")
 }
 
@@ -79,11 +84,40 @@ func connect(cf *clientFlags) (*session, error) {
 		}
 		return nil, fmt.Errorf("no admin token: %w — %s", err, hint)
 	}
-	c, err := client.New(cf.server, client.WithToken(token), client.WithUserAgent("cryptomesh-cli"))
+	opts := []client.Option{client.WithToken(token), client.WithUserAgent("cryptomesh-cli")}
+	trust, err := serverTrust(cf.server, cf.caFile, filepath.Join(cf.dataDir, "ca"))
+	if err != nil {
+		return nil, err
+	}
+	if trust != nil {
+		opts = append(opts, client.WithRootCAs(trust))
+	}
+	c, err := client.New(cf.server, opts...)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--server: %w", err)}
 	}
 	return &session{flags: cf, c: c}, nil
+}
+
+// serverTrust is what an https server is trusted by: caFile when given,
+// else the CA directory of a local server when it exists, else the
+// system's roots (nil). Plain http needs none.
+func serverTrust(server, caFile, localCA string) (*x509.CertPool, error) {
+	if !strings.HasPrefix(strings.ToLower(server), "https://") {
+		return nil, nil
+	}
+	path := caFile
+	if path == "" {
+		if _, err := os.Stat(filepath.Join(localCA, identity.CAStateFile)); err != nil {
+			return nil, nil
+		}
+		path = localCA
+	}
+	pool, err := client.LoadRootCAs(path)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--ca-file: %w", err)}
+	}
+	return pool, nil
 }
 
 // context bounds one command by --timeout.
@@ -117,6 +151,10 @@ func (s *session) explain(err error) error {
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return codedError{exitError, fmt.Errorf("no answer from the control plane at %s within %s (--timeout): %w", s.c.BaseURL(), s.flags.timeout, err)}
+	}
+	var ua x509.UnknownAuthorityError
+	if errors.As(err, &ua) {
+		return codedError{exitError, fmt.Errorf("the certificate of the control plane at %s is signed by a CA this command does not trust — pass --ca-file with its bundle (GET /api/v1/identity/bundle, or the server's --ca-dir): %w", s.c.BaseURL(), err)}
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "dial" {

@@ -40,6 +40,9 @@ func commands() map[string]command {
 		"get":    {summary: "show entities: get KIND [ID] [-o table|json|yaml]", run: runGet},
 		"delete": {summary: "delete an entity: delete KIND ID [--cascade]", run: runDelete},
 		"export": {summary: "print the registry as a mesh document", run: runExport},
+		"ca":     {summary: "create a CA directory for the control plane's replicas: ca init --out DIR", run: runCA},
+		"token":  {summary: "join tokens of nodes: token create|list|revoke", run: runToken},
+		"agent":  {summary: "keep a node's SVID, key, bundle and token files fresh", run: runAgent},
 	}
 }
 
@@ -96,10 +99,12 @@ func usage(w io.Writer, cmds map[string]command) {
 	}
 	fmt.Fprintln(w, "\nRun 'cryptomesh COMMAND --help' for a command's flags.")
 	fmt.Fprint(w, `
-The client commands (apply, get, delete, export) reach the control plane at
---server (CRYPTOMESH_SERVER, default http://127.0.0.1:19000) with the admin
-token in --token-file (CRYPTOMESH_TOKEN_FILE, default <data-dir>/admin-token,
---data-dir defaulting to ./data as for the server).
+The client commands (apply, get, delete, export, token) reach the control
+plane at --server (CRYPTOMESH_SERVER, default http://127.0.0.1:19000) with the
+admin token in --token-file (CRYPTOMESH_TOKEN_FILE, default
+<data-dir>/admin-token, --data-dir defaulting to ./data as for the server). An
+https server is trusted by --ca-file (its bundle, or its CA directory), by
+default <data-dir>/ca when it exists.
 
 Exit codes:
   0  success
