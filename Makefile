@@ -5,7 +5,7 @@ DATA_DIR  ?= ./data
 GOMAXPROCS_BENCH ?= 2
 BENCHTIME ?= 2s
 
-.PHONY: build run test lint bench fuzz deps clean
+.PHONY: build run test lint bench fuzz deps clean e2e-spire
 
 build:
 	$(GO) build -o $(BIN) ./cmd/cryptomesh
@@ -40,6 +40,12 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg || exit 1; \
 	  done; \
 	done
+
+# The control plane in SPIRE mode against a real spire-server and spire-agent,
+# built once from the Go module proxy into bin/spire (SPIRE_VERSION, default
+# v1.13.3). Not part of `make test`: the first build takes minutes.
+e2e-spire:
+	@GO=$(GO) ./scripts/e2e-spire.sh
 
 deps:
 	@./scripts/install-deps.sh
