@@ -134,17 +134,11 @@ func (t *Translator) functionRoutes(f *function) (functionRoutes, error) {
 			},
 		}
 		var err error
-		if err = t.chk.validate(fr.vhost); err != nil {
+		if fr.vhostBytes, err = t.chk.marshalValid(fr.vhost); err != nil {
 			return functionRoutes{}, fmt.Errorf("virtual host of function %s: %w", f.id, err)
 		}
-		if err = t.chk.validate(fr.byPrefix); err != nil {
+		if fr.byPrefixBytes, err = t.chk.marshalValid(fr.byPrefix); err != nil {
 			return functionRoutes{}, fmt.Errorf("prefix route of function %s: %w", f.id, err)
-		}
-		if fr.vhostBytes, err = deterministic().Marshal(fr.vhost); err != nil {
-			return functionRoutes{}, fmt.Errorf("marshal virtual host of function %s: %w", f.id, err)
-		}
-		if fr.byPrefixBytes, err = deterministic().Marshal(fr.byPrefix); err != nil {
-			return functionRoutes{}, fmt.Errorf("marshal prefix route of function %s: %w", f.id, err)
 		}
 		return fr, nil
 	})

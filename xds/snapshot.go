@@ -50,12 +50,9 @@ func deterministic() proto.MarshalOptions { return proto.MarshalOptions{Determin
 // and hashes it. A resource that fails validation is an error naming it and
 // is never returned.
 func (c *checker) newResource(typeURL, name string, m proto.Message, refs ...ref) (*Resource, error) {
-	if err := c.validate(m); err != nil {
-		return nil, fmt.Errorf("%s %q is invalid: %w", shortType(typeURL), name, err)
-	}
-	b, err := deterministic().Marshal(m)
+	b, err := c.marshalValid(m)
 	if err != nil {
-		return nil, fmt.Errorf("marshal %s %q: %w", shortType(typeURL), name, err)
+		return nil, fmt.Errorf("%s %q is invalid: %w", shortType(typeURL), name, err)
 	}
 	return assembledResource(typeURL, name, m, b, refs...), nil
 }

@@ -716,6 +716,27 @@ func TestInvalidResourcesAreNotPublished(t *testing.T) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
 	}
+	// An Any in a map deep inside a message that is otherwise plain (the
+	// encoding scan must find it there, too).
+	badPerRoute := untrusted(&rbacfilterv3.RBACPerRoute{Rbac: &rbacfilterv3.RBAC{Rules: &rbacv3.RBAC{Policies: map[string]*rbacv3.Policy{"empty": {}}}}})
+	rc := &routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{{
+		Name: "v", Domains: []string{"*"},
+		Routes: []*routev3.Route{{
+			Match:                prefixMatch("/"),
+			Action:               &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
+			TypedPerFilterConfig: map[string]*anypb.Any{wellknown.HTTPRoleBasedAccessControl: badPerRoute},
+		}},
+	}}}
+	if err := rc.ValidateAll(); err != nil {
+		t.Fatalf("the outer message alone is valid, the test needs that: %v", err)
+	}
+	if _, err := c.newResource(resourcev3.RouteType, "r", rc); err == nil || !strings.Contains(err.Error(), "typed_per_filter_config") {
+		t.Fatalf("an invalid per-route RBAC in a map was published or not named: %v", err)
+	}
+	// The same holds with the field table of a Translator's checker.
+	if _, err := newChecker(generatedTypes()...).newResource(resourcev3.RouteType, "r", rc); err == nil {
+		t.Fatal("an invalid per-route RBAC in a map was published")
+	}
 	// The outermost message is validated too.
 	if _, err := c.newResource(resourcev3.ClusterType, "", &clusterv3.Cluster{}); err == nil {
 		t.Fatal("a cluster without a name was published")

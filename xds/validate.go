@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -38,7 +39,10 @@ const anyName protoreflect.FullName = "google.protobuf.Any"
 // The walk looks only at fields that can lead to an Any, from a table
 // computed once per checker (newChecker) for the message types the package
 // generates; a type outside the table (inside a foreign Any) has its fields
-// worked out on the spot. The zero checker is ready to use, table-less.
+// worked out on the spot. Most messages hold no Any at all (a virtual host,
+// a load assignment): their encoding, which is made anyway, is scanned for
+// one first — no reflection, no allocation — and only a message that has
+// one is walked. The zero checker is ready to use, table-less.
 type checker struct {
 	trusted sync.Map // *anypb.Any → struct{}
 	// plans maps a message type to the fields whose type is, or can
@@ -53,6 +57,8 @@ type walkPlan struct {
 	// replaces asking each member whether it is set.
 	oneofs  []protoreflect.OneofDescriptor
 	inOneof map[protoreflect.FieldNumber]bool
+	// byNumber holds every field above, for scanning encodings.
+	byNumber map[protoreflect.FieldNumber]protoreflect.FieldDescriptor
 }
 
 // newChecker returns a checker with the field table of every message type
@@ -92,7 +98,7 @@ func newChecker(roots ...protoreflect.MessageDescriptor) *checker {
 	}
 	c := &checker{plans: make(map[protoreflect.FullName]*walkPlan, len(all))}
 	for name, d := range all {
-		plan := &walkPlan{inOneof: map[protoreflect.FieldNumber]bool{}}
+		plan := &walkPlan{inOneof: map[protoreflect.FieldNumber]bool{}, byNumber: map[protoreflect.FieldNumber]protoreflect.FieldDescriptor{}}
 		fds := d.Fields()
 		for i := range fds.Len() {
 			fd := fds.Get(i)
@@ -100,6 +106,7 @@ func newChecker(roots ...protoreflect.MessageDescriptor) *checker {
 			if sub == nil || !holds[sub.FullName()] {
 				continue
 			}
+			plan.byNumber[fd.Number()] = fd
 			od := fd.ContainingOneof()
 			if od == nil || od.IsSynthetic() {
 				plan.fields = append(plan.fields, fd)
@@ -147,15 +154,113 @@ func (c *checker) plan(md protoreflect.MessageDescriptor) *walkPlan {
 // pack validates m and puts it into an Any with deterministic bytes.
 func (c *checker) pack(m proto.Message) (*anypb.Any, error) {
 	name := m.ProtoReflect().Descriptor().FullName()
-	if err := c.validate(m); err != nil {
+	b, err := c.marshalValid(m)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	a := &anypb.Any{}
-	if err := anypb.MarshalFrom(a, m, deterministic()); err != nil {
-		return nil, fmt.Errorf("pack %s: %w", name, err)
-	}
+	a := &anypb.Any{TypeUrl: anyTypePrefix + string(name), Value: b}
 	c.trusted.Store(a, struct{}{})
 	return a, nil
+}
+
+// anyTypePrefix is what anypb.New puts before a message's full name.
+const anyTypePrefix = "type.googleapis.com/"
+
+// marshalValid marshals m deterministically and validates it (and what is
+// packed in it), returning the bytes only if it is valid.
+func (c *checker) marshalValid(m proto.Message) ([]byte, error) {
+	b, err := deterministic().Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("marshal: %w", err)
+	}
+	v, ok := m.(allValidator)
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", m.ProtoReflect().Descriptor().FullName(), errNoValidator)
+	}
+	if err := v.ValidateAll(); err != nil {
+		return nil, err
+	}
+	found, err := c.encodedHasAny(m.ProtoReflect().Descriptor(), b)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		if err := c.walk(m.ProtoReflect()); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// encodedHasAny reports whether the encoding b of a message of type md
+// holds an Any anywhere.
+func (c *checker) encodedHasAny(md protoreflect.MessageDescriptor, b []byte) (bool, error) {
+	plan := c.plan(md)
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false, fmt.Errorf("%s: %w", md.FullName(), protowire.ParseError(n))
+		}
+		b = b[n:]
+		fd, walkable := plan.byNumber[num]
+		if !walkable || typ != protowire.BytesType {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return false, fmt.Errorf("%s: %w", md.FullName(), protowire.ParseError(n))
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return false, fmt.Errorf("%s: %w", md.FullName(), protowire.ParseError(n))
+		}
+		b = b[n:]
+		sub := fieldMessage(fd)
+		if sub.FullName() == anyName {
+			return true, nil
+		}
+		if fd.IsMap() {
+			// A map entry is a message of key (1) and value (2).
+			if v, err := mapEntryValue(v); err != nil {
+				return false, fmt.Errorf("%s: %w", md.FullName(), err)
+			} else if v != nil {
+				if found, err := c.encodedHasAny(sub, v); err != nil || found {
+					return found, err
+				}
+			}
+			continue
+		}
+		if found, err := c.encodedHasAny(sub, v); err != nil || found {
+			return found, err
+		}
+	}
+	return false, nil
+}
+
+// mapEntryValue is the encoded value of a map entry whose values are
+// messages, or nil when the entry has none.
+func mapEntryValue(entry []byte) ([]byte, error) {
+	var value []byte
+	for len(entry) > 0 {
+		num, typ, n := protowire.ConsumeTag(entry)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		entry = entry[n:]
+		if num == 2 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(entry)
+			if n < 0 {
+				return nil, protowire.ParseError(n)
+			}
+			value, entry = v, entry[n:]
+			continue
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, entry); n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		entry = entry[n:]
+	}
+	return value, nil
 }
 
 // validate checks m and every message packed in it.
