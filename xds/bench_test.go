@@ -222,13 +222,15 @@ func BenchmarkWholeMesh(b *testing.B) {
 	marshal /= time.Duration(b.N)
 	build /= time.Duration(b.N)
 
-	total := 0
+	total, largest := 0, 0
 	for _, r := range distinct {
 		total += len(r.Bytes)
+		largest = max(largest, len(r.Bytes))
 	}
 	b.ReportMetric(float64(len(nodes)), "nodes")
 	b.ReportMetric(float64(len(distinct)), "resources")
 	b.ReportMetric(float64(total)/(1<<20), "MiB")
+	b.ReportMetric(float64(largest)/(1<<20), "largest-MiB")
 	b.ReportMetric(float64(marshal.Microseconds())/1000, "marshal-ms")
 	b.ReportMetric(float64(build)/float64(marshal), "x-marshal")
 }

@@ -12,7 +12,10 @@
 // keeping resources across revisions, is the ADS server's business.
 //
 // One file per resource kind: listeners.go, routes.go, clusters.go,
-// endpoints.go, secrets.go; the authorization of SPEC §5 is in rbac.go.
+// endpoints.go, secrets.go. The authorization of SPEC §5 is in rbac.go, the
+// registry's reading in model.go, the validation every message passes on
+// its way out in validate.go, and the output (Resource, Snapshot) in
+// snapshot.go.
 package xds
 
 import (

@@ -811,3 +811,40 @@ func snapshotDigest(s *Snapshot) string {
 	}
 	return b.String()
 }
+
+// TestEndpointRoleDecidesOutbound: a sidecar's workload calls out in its
+// endpoint's role, and an endpoint without a role calls only what lets
+// anyone through; changing the role changes the outbound side and the
+// SVID the sidecar must hold, not the inbound side.
+func TestEndpointRoleDecidesOutbound(t *testing.T) {
+	r := exampleRegistry(t, mlPipeline)
+	tr := translatorFor(t, r, Options{})
+	outbound := func(tr *Translator, ep string) []string {
+		return vhostNames(routeConfig(t, translate(t, tr, Node{ID: ep, Kind: Envoy, Binding: EndpointBinding(ep)}), outboundName))
+	}
+	if got, want := outbound(tr, "reports-node"), []string{"healthz", "report_daily"}; !slices.Equal(got, want) {
+		t.Errorf("roleless reports-node calls %v, want %v", got, want)
+	}
+	scheduler := outbound(tr, "ingest-node")
+	if !slices.Contains(scheduler, "train_model") || slices.Contains(scheduler, "predict_online") {
+		t.Errorf("ingest-node (pipeline-scheduler) calls %v", scheduler)
+	}
+	before := translate(t, tr, Node{ID: "b", Kind: Envoy, Binding: EndpointBinding("reports-node")})
+
+	updateEntity(t, r, registry.KindEndpoint, "reports-node", `{"role": "analyst"}`)
+	tr2 := translatorFor(t, r, Options{})
+	if got, want := outbound(tr2, "reports-node"), []string{"batch_score", "healthz", "report_daily"}; !slices.Equal(got, want) {
+		t.Errorf("reports-node in role analyst calls %v, want %v", got, want)
+	}
+	after := translate(t, tr2, Node{ID: "b", Kind: Envoy, Binding: EndpointBinding("reports-node")})
+	if before.Get(resourcev3.ListenerType, inboundName).Version != after.Get(resourcev3.ListenerType, inboundName).Version {
+		t.Error("the endpoint's own role changed its inbound side")
+	}
+	// Its old SVID no longer fits: spiffe://td/endpoint/reports-node is
+	// now spiffe://td/role/analyst/endpoint/reports-node.
+	ca := newTestCA(t)
+	if _, err := tr2.Translate(Node{ID: "b", Kind: Envoy, Binding: EndpointBinding("reports-node"), Credentials: ca.issue(t, endpointSPIFFEID(testTrustDomain, "reports-node", ""))}); !errors.Is(err, ErrCredentials) {
+		t.Errorf("an SVID without the new role prefix was accepted: %v", err)
+	}
+	translate(t, tr2, Node{ID: "b", Kind: Envoy, Binding: EndpointBinding("reports-node"), Credentials: ca.issue(t, endpointSPIFFEID(testTrustDomain, "reports-node", "analyst"))})
+}
