@@ -358,6 +358,16 @@ functions:
 	if code, _, _ := call(ctx, mtls, "GET", p.url+"/api/v1/functions", "", ""); code != http.StatusForbidden {
 		t.Errorf("an admin route with the SVID: %d", code)
 	}
+	// The server's /metrics counts the serving SVID and the node's, and
+	// tracks the node's expiry.
+	_, metrics, err := call(ctx, p.client, "GET", p.url+"/metrics", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^cryptomesh_identity_svids_issued_total [2-9]`).Match(metrics) ||
+		!strings.Contains(string(metrics), `cryptomesh_identity_svid_expiry_timestamp_seconds{spiffe_id="spiffe://cryptomesh.local/role/r1/endpoint/e1"}`) {
+		t.Errorf("identity metrics missing from /metrics")
+	}
 
 	if err := agent.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
