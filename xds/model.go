@@ -268,10 +268,19 @@ func NewModel(src Source) (*Model, error) {
 		r.index = len(m.roleList)
 		m.roleList = append(m.roleList, r)
 	}
+	// What an unscoped role is granted is the same on every function.
+	unscoped := make([]grant, len(m.roleList))
+	for _, r := range m.roleList {
+		if !r.scoped {
+			unscoped[r.index] = grantOn(r, "", false)
+		}
+	}
 	for _, fn := range m.functions {
-		fn.grants = make([]grant, len(m.roleList))
+		fn.grants = slices.Clone(unscoped)
 		for _, r := range m.roleList {
-			fn.grants[r.index] = grantOn(r, fn.id, false)
+			if r.scoped {
+				fn.grants[r.index] = grantOn(r, fn.id, false)
+			}
 		}
 	}
 	// All yields in id order already; sorting keeps the model's order a
