@@ -65,6 +65,8 @@ type sent struct {
 	// push: sent because the registry changed, not because the node
 	// asked; its ACK ends a convergence.
 	push bool
+	// answered: the node has ACKed or NACKed it.
+	answered bool
 }
 
 // StreamAggregatedResources serves one SotW ADS stream.
@@ -192,9 +194,14 @@ func (st *stream) handle(ss discoveryv3.AggregatedDiscoveryService_StreamAggrega
 			st.log.Debug("xDS: stale nonce ignored", "type_url", typeURL, "nonce", nonce)
 			return nil
 		}
-		if detail := req.GetErrorDetail(); detail != nil {
+		switch detail := req.GetErrorDetail(); {
+		case ts.last.answered:
+			// A further request about the same response (a new
+			// subscription, or a client repeating itself): the response
+			// was accepted or rejected once, and is not counted again.
+		case detail != nil:
 			st.nack(typeURL, ts, detail.GetMessage())
-		} else {
+		default:
 			st.ack(typeURL, ts)
 		}
 	}
@@ -238,6 +245,7 @@ func (st *stream) ack(typeURL string, ts *typeState) {
 	now := st.srv.now()
 	st.mu.Lock()
 	ts.acked, ts.ackedAt = ts.last, now
+	ts.last.answered = true
 	st.mu.Unlock()
 	if ts.last.push && !ts.last.gen.changedAt.IsZero() {
 		st.srv.metrics.convergence.Observe(time.Since(ts.last.gen.changedAt).Seconds())
@@ -251,6 +259,7 @@ func (st *stream) nack(typeURL string, ts *typeState, msg string) {
 	st.mu.Lock()
 	ts.nacks++
 	ts.lastNack = n
+	ts.last.answered = true
 	st.mu.Unlock()
 	st.srv.recordNack(st.node.id, typeURL, n)
 	st.srv.metrics.rejects.WithLabelValues(typeLabel(typeURL)).Inc()
