@@ -108,6 +108,8 @@ func buildOpenAPI(maxBody, maxApply int64, identity bool) (obj, error) {
 	b.meshSchemas()
 	b.reportSchemas()
 	b.otherPaths()
+	b.proxiesSchemas()
+	b.proxiesPaths()
 	if identity {
 		b.identitySchemas()
 		b.identityPaths()
@@ -141,6 +143,7 @@ func (b *openAPIBuilder) tags() []any {
 		obj{"name": "mesh", "description": "Mesh documents: the whole ML system as one YAML or JSON document."},
 		obj{"name": "reports", "description": "Observations sent back by proxies."},
 		obj{"name": "operations", "description": "Health, readiness, metrics and this document."},
+		obj{"name": "xds", "description": "The xDS server's connected nodes."},
 	)
 	if b.identity {
 		out = append(out, obj{"name": "identity", "description": "SPIFFE identity: the trust bundle, node SVIDs and join tokens."})

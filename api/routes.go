@@ -37,6 +37,8 @@ func (s *Server) routes() []route {
 		{apiPrefix + "/reports", map[string]method{http.MethodPost: {accessNode, s.postReports}}},
 		{apiPrefix + "/apply", map[string]method{http.MethodPost: {accessAdmin, s.postApply}}},
 		{apiPrefix + "/export", map[string]method{http.MethodGet: {accessAdmin, s.getExport}}},
+		// Admin only: node ids, bindings and versions map the mesh.
+		{apiPrefix + "/proxies", map[string]method{http.MethodGet: {accessAdmin, s.getProxies}}},
 		// Admin only: SPEC §2 names every route open without a credential,
 		// and this is not one of them.
 		{apiPrefix + "/openapi.json", map[string]method{http.MethodGet: {accessAdmin, s.openAPIHandler()}}},

@@ -37,6 +37,7 @@ type Server struct {
 	gatherer  prometheus.Gatherer
 	metrics   *metrics
 	identity  *IdentityConfig // nil: no identity routes, no node authentication
+	proxies   ProxySource     // nil: no xDS server, no proxies to list
 	handler   http.Handler
 }
 
@@ -51,6 +52,7 @@ type config struct {
 	maxApply   int64
 	readiness  []readinessCheck
 	identity   *IdentityConfig
+	proxies    ProxySource
 	// errs collects invalid options so New can report them all at once.
 	errs []error
 }
@@ -186,6 +188,7 @@ func New(reg *registry.Registry, opts ...Option) (*Server, error) {
 		gatherer:  c.gatherer,
 		metrics:   m,
 		identity:  c.identity,
+		proxies:   c.proxies,
 	}
 	s.handler = s.instrument(s.cors(s.cleanPaths(s.buildMux())))
 	return s, nil
