@@ -70,7 +70,7 @@ func startServer(t *testing.T, args ...string) *proc {
 // it serves (http or https), without waiting for readiness.
 func launchServer(t *testing.T, args ...string) *proc {
 	t.Helper()
-	args = append([]string{"server", "--addr", "127.0.0.1:0", "--log-format", "json"}, args...)
+	args = append([]string{"server", "--addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0", "--log-format", "json"}, args...)
 	cmd := exec.Command(binPath, args...)
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
 	stderr, err := cmd.StderrPipe()

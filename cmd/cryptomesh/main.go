@@ -35,14 +35,15 @@ func (e usageError) Unwrap() error { return e.err }
 
 func commands() map[string]command {
 	return map[string]command{
-		"server": {summary: "run the control plane (REST API, registry)", run: runServer},
-		"apply":  {summary: "apply a mesh document (-f FILE) to the control plane", run: runApply},
-		"get":    {summary: "show entities: get KIND [ID] [-o table|json|yaml]", run: runGet},
-		"delete": {summary: "delete an entity: delete KIND ID [--cascade]", run: runDelete},
-		"export": {summary: "print the registry as a mesh document", run: runExport},
-		"ca":     {summary: "create a CA directory for the control plane's replicas: ca init --out DIR", run: runCA},
-		"token":  {summary: "join tokens of nodes: token create|list|revoke", run: runToken},
-		"agent":  {summary: "keep a node's SVID, key, bundle and token files fresh", run: runAgent},
+		"server":    {summary: "run the control plane (REST API, registry)", run: runServer},
+		"apply":     {summary: "apply a mesh document (-f FILE) to the control plane", run: runApply},
+		"get":       {summary: "show entities: get KIND [ID] [-o table|json|yaml]", run: runGet},
+		"delete":    {summary: "delete an entity: delete KIND ID [--cascade]", run: runDelete},
+		"export":    {summary: "print the registry as a mesh document", run: runExport},
+		"ca":        {summary: "create a CA directory for the control plane's replicas: ca init --out DIR", run: runCA},
+		"token":     {summary: "join tokens of nodes: token create|list|revoke", run: runToken},
+		"agent":     {summary: "keep a node's SVID, key, bundle and token files fresh", run: runAgent},
+		"bootstrap": {summary: "print a node's xDS bootstrap: bootstrap grpc|envoy --node N", run: runBootstrap},
 	}
 }
 

@@ -41,6 +41,7 @@ type serverConfig struct {
 	logFormat     string
 	shutdownGrace time.Duration
 	identity      identityFlags
+	xds           xdsFlags
 }
 
 type etcdConfig struct {
@@ -73,6 +74,7 @@ func serverFlags(cfg *serverConfig, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&cfg.shutdownGrace, "shutdown-grace", 10*time.Second, "how long in-flight requests may finish after SIGTERM")
 	addIdentityFlags(fs, &cfg.identity)
+	addXDSFlags(fs, &cfg.xds)
 	fs.Usage = usageWithEnv(fs, "cryptomesh server [flags]")
 	return fs
 }
@@ -195,9 +197,20 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer stopMaintain()
 	go id.maintain(maintainCtx, log)
 
+	// xDS (serve_xds.go): ADS on --xds-addr until shutdown.
+	xdsCtx, stopXDSRun := context.WithCancel(ctx)
+	defer stopXDSRun()
+	xdsSrv, err := startXDS(xdsCtx, cfg.xds, reg, id, promReg, log)
+	if err != nil {
+		return err
+	}
+	defer xdsSrv.stop(cfg.shutdownGrace)
+
 	srv, err := api.New(reg,
 		api.WithIdentity(id.api),
 		api.WithReadiness("identity", id.ready),
+		api.WithReadiness("xds", xdsSrv.ready),
+		api.WithProxies(xdsSrv),
 		api.WithLogger(log),
 		api.WithRegisterer(promReg),
 		api.WithGatherer(promReg),
@@ -237,7 +250,10 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 		runErr = fmt.Errorf("serve API: %w", err)
 	case <-reg.Failed():
 		runErr = fmt.Errorf("registry store failed: %w", reg.Err())
+	case err := <-xdsSrv.done:
+		runErr = fmt.Errorf("xDS server: %w", err)
 	}
+	xdsSrv.stop(cfg.shutdownGrace)
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.shutdownGrace)
 	defer cancel()
 	if err := httpSrv.Shutdown(shutCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -70,7 +70,7 @@ func startServerFails(t *testing.T, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binPath, append([]string{"server", "--addr", "127.0.0.1:0"}, args...)...)
+	cmd := exec.CommandContext(ctx, binPath, append([]string{"server", "--addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0"}, args...)...)
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
