@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -170,8 +171,8 @@ func checkNode(cred credential, pinned *nodeIdentity, n *corev3.Node) (*nodeIden
 	if kind != xds.GRPC {
 		if f := n.GetMetadata().GetFields()[OutboundAddressKey]; f != nil {
 			ni.outbound = f.GetStringValue()
-			if ni.outbound == "" {
-				return nil, status.Errorf(codes.InvalidArgument, "node.metadata.%s must be a string IP:port", OutboundAddressKey)
+			if _, err := netip.ParseAddrPort(ni.outbound); err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "node.metadata.%s must be a string IP:port: %v", OutboundAddressKey, err)
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
@@ -391,5 +392,27 @@ func TestStreamsStatus(t *testing.T) {
 	}
 	if got := gaugeValue(t, e, "cryptomesh_xds_connected_streams", "grpc"); got != 1 {
 		t.Fatalf("connected_streams{kind=grpc} = %v", got)
+	}
+}
+
+// TestOutboundAddress: an Envoy node's outbound listener goes where its
+// metadata says, and an address Envoy could not bind refuses the stream.
+func TestOutboundAddress(t *testing.T) {
+	e := newEnv(t)
+	tok, _ := e.token(t, "client-1", identity.RoleBinding("caller"))
+	c := e.open(t, dialOpts{token: tok}, "client-1", "envoy").withOutbound("127.0.0.1:25001")
+	c.ask(listenerType, "cryptomesh.outbound")
+	r := c.recv()
+	var lis listenerv3.Listener
+	if err := r.Resources[0].UnmarshalTo(&lis); err != nil {
+		t.Fatal(err)
+	}
+	if got := lis.GetAddress().GetSocketAddress().GetPortValue(); got != 25001 {
+		t.Fatalf("outbound port %d, want 25001", got)
+	}
+	bad := e.open(t, dialOpts{token: tok}, "client-1", "envoy").withOutbound("localhost:1")
+	bad.ask(listenerType)
+	if st := bad.ended(); st.Code() != codes.InvalidArgument {
+		t.Fatalf("status %v, want InvalidArgument", st)
 	}
 }
