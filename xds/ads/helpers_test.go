@@ -89,14 +89,20 @@ type env struct {
 	roots  *x509.CertPool
 }
 
-func newEnv(t *testing.T, opts ...ads.Option) *env {
+func newEnv(t testing.TB, opts ...ads.Option) *env {
+	t.Helper()
+	return newEnvTB(t, fixture, opts...)
+}
+
+// newEnvTB is newEnv over any mesh document; benchmarks log nothing.
+func newEnvTB(t testing.TB, doc string, opts ...ads.Option) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	reg, err := registry.Open(ctx, memstore.New(), registry.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	apply(t, reg, fixture)
+	apply(t, reg, doc)
 	dir := filepath.Join(t.TempDir(), "ca")
 	ca, err := identity.LoadOrCreateCA(dir)
 	if err != nil {
@@ -119,7 +125,11 @@ func newEnv(t *testing.T, opts ...ads.Option) *env {
 		t.Fatal(err)
 	}
 	prom := prometheus.NewRegistry()
-	opts = append([]ads.Option{ads.WithRegisterer(prom), ads.WithSigner(ca), ads.WithLogger(testLogger(t))}, opts...)
+	log := slog.New(slog.DiscardHandler)
+	if _, bench := t.(*testing.B); !bench {
+		log = testLogger(t)
+	}
+	opts = append([]ads.Option{ads.WithRegisterer(prom), ads.WithSigner(ca), ads.WithLogger(log)}, opts...)
 	srv, err := ads.New(reg, nodes, opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -161,18 +171,18 @@ func newEnv(t *testing.T, opts ...ads.Option) *env {
 
 // testLogger logs to the test at debug level, so failures show the
 // server's side.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
 }
 
-func apply(t *testing.T, reg *registry.Registry, doc string) {
+func apply(t testing.TB, reg *registry.Registry, doc string) {
 	t.Helper()
 	d, err := mesh.Parse([]byte(doc), 0)
 	if err != nil {
@@ -184,7 +194,7 @@ func apply(t *testing.T, reg *registry.Registry, doc string) {
 }
 
 // update changes one entity.
-func update(t *testing.T, reg *registry.Registry, k registry.Kind, id string, body map[string]any) {
+func update(t testing.TB, reg *registry.Registry, k registry.Kind, id string, body map[string]any) {
 	t.Helper()
 	if _, err := reg.Do(context.Background(), registry.Op{Type: registry.OpUpdate, Kind: k, ID: id, Body: body}); err != nil {
 		t.Fatalf("update %s %s: %v", k, id, err)
@@ -192,7 +202,7 @@ func update(t *testing.T, reg *registry.Registry, k registry.Kind, id string, bo
 }
 
 // token mints a join token for node and records it, as the API does.
-func (e *env) token(t *testing.T, node string, b identity.Binding) (string, string) {
+func (e *env) token(t testing.TB, node string, b identity.Binding) (string, string) {
 	t.Helper()
 	tok, rec, err := e.tokens.Mint(node, b, time.Hour)
 	if err != nil {
@@ -205,7 +215,7 @@ func (e *env) token(t *testing.T, node string, b identity.Binding) (string, stri
 }
 
 // svid issues a client certificate for id.
-func (e *env) svid(t *testing.T, id spiffeid.ID) tls.Certificate {
+func (e *env) svid(t testing.TB, id spiffeid.ID) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -225,7 +235,7 @@ func (e *env) svid(t *testing.T, id spiffeid.ID) tls.Certificate {
 
 // client is a raw ADS client: one stream, driven request by request.
 type client struct {
-	t      *testing.T
+	t      testing.TB
 	stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 	node   *corev3.Node
 	cancel context.CancelFunc
@@ -240,7 +250,7 @@ type dialOpts struct {
 
 // open opens a stream with the given credentials; node is sent on the
 // first request only, as grpc-go does.
-func (e *env) open(t *testing.T, d dialOpts, nodeID, ua string) *client {
+func (e *env) open(t testing.TB, d dialOpts, nodeID, ua string) *client {
 	t.Helper()
 	tc := &tls.Config{RootCAs: e.roots, ServerName: "127.0.0.1"}
 	if d.cert != nil {
@@ -376,7 +386,7 @@ func fmtNames(ns []string) string { return fmt.Sprintf("%q", ns) }
 func nodeProto(id, ua string) *corev3.Node { return &corev3.Node{Id: id, UserAgentName: ua} }
 
 // histogramCount is how many observations a histogram of the server has.
-func histogramCount(t *testing.T, e *env, name string) uint64 {
+func histogramCount(t testing.TB, e *env, name string) uint64 {
 	t.Helper()
 	for _, mf := range gather(t, e) {
 		if mf.GetName() == name {
@@ -386,8 +396,22 @@ func histogramCount(t *testing.T, e *env, name string) uint64 {
 	return 0
 }
 
+// histogramMean is the mean observation of a histogram of the server.
+func histogramMean(t testing.TB, e *env, name string) float64 {
+	t.Helper()
+	for _, mf := range gather(t, e) {
+		if mf.GetName() == name {
+			h := mf.GetMetric()[0].GetHistogram()
+			if h.GetSampleCount() > 0 {
+				return h.GetSampleSum() / float64(h.GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
+
 // counter is the value of a counter with one label value (type).
-func counter(t *testing.T, e *env, name, typ string) float64 {
+func counter(t testing.TB, e *env, name, typ string) float64 {
 	t.Helper()
 	for _, mf := range gather(t, e) {
 		if mf.GetName() != name {
@@ -404,7 +428,7 @@ func counter(t *testing.T, e *env, name, typ string) float64 {
 	return 0
 }
 
-func gather(t *testing.T, e *env) []*dto.MetricFamily {
+func gather(t testing.TB, e *env) []*dto.MetricFamily {
 	t.Helper()
 	mfs, err := e.prom.Gather()
 	if err != nil {
@@ -415,7 +439,7 @@ func gather(t *testing.T, e *env) []*dto.MetricFamily {
 
 // waitAcked waits until the server has seen node's ACK of version for
 // the type (by its short name).
-func (e *env) waitAcked(t *testing.T, node, typ, version string) {
+func (e *env) waitAcked(t testing.TB, node, typ, version string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -432,7 +456,7 @@ func (e *env) waitAcked(t *testing.T, node, typ, version string) {
 }
 
 // gaugeValue is the value of a gauge with one label value.
-func gaugeValue(t *testing.T, e *env, name, label string) float64 {
+func gaugeValue(t testing.TB, e *env, name, label string) float64 {
 	t.Helper()
 	for _, mf := range gather(t, e) {
 		if mf.GetName() != name {
