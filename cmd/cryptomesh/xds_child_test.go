@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -116,26 +117,38 @@ func childClient(ctx context.Context) error {
 		defer conn.Close()
 		clients = append(clients, healthpb.NewHealthClient(conn))
 	}
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		for i, c := range clients {
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			var md grpcmetadata.MD
-			_, err := c.Check(cctx, &healthpb.HealthCheckRequest{}, grpc.Header(&md))
-			cancel()
-			by := "-"
-			if v := md.Get(servedByKey); len(v) > 0 {
-				by = v[0]
+	// One loop per target: a target that cannot be reached (its calls
+	// wait out their deadline) does not slow the others.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				var md grpcmetadata.MD
+				_, err := c.Check(cctx, &healthpb.HealthCheckRequest{}, grpc.Header(&md))
+				cancel()
+				by := "-"
+				if v := md.Get(servedByKey); len(v) > 0 {
+					by = v[0]
+				}
+				mu.Lock()
+				fmt.Printf("RESULT %s %s %s\n", targets[i], status.Code(err), by)
+				mu.Unlock()
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
 			}
-			fmt.Printf("RESULT %s %s %s\n", targets[i], status.Code(err), by)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
+		}()
 	}
+	wg.Wait()
+	return nil
 }
 
 // childDirect calls a server once, without xDS: plain TLS with the SVID
