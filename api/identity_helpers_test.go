@@ -44,28 +44,11 @@ func newIDEnv(t *testing.T, reg *registry.Registry, prom *prometheus.Registry) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(t.TempDir(), "ca")
-	ca, err := identity.LoadOrCreateCA(dir, identity.WithMetrics(m))
+	b, err := idreg.NewBuiltin(reg, filepath.Join(t.TempDir(), "ca"), nil, identity.WithMetrics(m))
 	if err != nil {
 		t.Fatal(err)
 	}
-	serving, err := ca.ServingSource(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := idreg.New(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := identity.NewTokenAuthority(dir, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodes, err := identity.NewAuthenticator(tokens, ca, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &idEnv{dir: dir, ca: ca, serving: serving, store: store, tokens: tokens, nodes: nodes}
+	return &idEnv{dir: b.Dir, ca: b.CA, serving: b.Serving, store: b.Records, tokens: b.Tokens, nodes: b.Nodes}
 }
 
 func (id *idEnv) config() api.IdentityConfig {

@@ -47,24 +47,7 @@ func newTLSServer(t *testing.T) *tlsServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { reg.Close() })
-	dir := filepath.Join(t.TempDir(), "ca")
-	ca, err := identity.LoadOrCreateCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serving, err := ca.ServingSource(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := idreg.New(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := identity.NewTokenAuthority(dir, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodes, err := identity.NewAuthenticator(tokens, ca, store)
+	b, err := idreg.NewBuiltin(reg, filepath.Join(t.TempDir(), "ca"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,16 +56,16 @@ func newTLSServer(t *testing.T) *tlsServer {
 		t.Fatal(err)
 	}
 	s, err := api.New(reg, api.WithLogger(log), api.WithAuthenticator(admin), api.WithIdentity(api.IdentityConfig{
-		TrustDomain: td, Tokens: tokens, Nodes: nodes, Records: store, Bundles: ca, Signer: ca,
+		TrustDomain: td, Tokens: b.Tokens, Nodes: b.Nodes, Records: b.Records, Bundles: b.CA, Signer: b.CA,
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewUnstartedServer(s.Handler())
-	hs.Listener = tls.NewListener(hs.Listener, api.TLSConfig(serving))
+	hs.Listener = tls.NewListener(hs.Listener, api.TLSConfig(b.Serving))
 	hs.Start()
 	t.Cleanup(hs.Close)
-	return &tlsServer{url: "https://" + hs.Listener.Addr().String(), caDir: dir}
+	return &tlsServer{url: "https://" + hs.Listener.Addr().String(), caDir: b.Dir}
 }
 
 // TestIdentityCalls runs a node's enrolment and an administrator's token

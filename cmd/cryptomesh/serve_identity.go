@@ -122,16 +122,12 @@ func setupIdentity(ctx context.Context, f identityFlags, dataDir string, reg *re
 		if f.spireSocket != "" {
 			return nil, usageError{errors.New("--spire-socket is for --identity spire")}
 		}
-		ca, err := identity.LoadOrCreateCA(caDir, opts...)
-		if err != nil {
-			return nil, fmt.Errorf("CA in %s: %w", caDir, err)
-		}
-		serving, err := ca.ServingSource(f.sans.values)
+		b, err := idreg.NewBuiltin(reg, caDir, f.sans.values, opts...)
 		if err != nil {
 			return nil, err
 		}
-		id.ca, id.serving = ca, serving
-		id.api = api.IdentityConfig{Bundles: ca, Signer: ca}
+		id.ca, id.serving = b.CA, b.Serving
+		id.api = api.IdentityConfig{Bundles: b.CA, Signer: b.CA, Tokens: b.Tokens, Nodes: b.Nodes, Records: b.Records}
 		log.Info("identity: built-in CA", "trust_domain", td.String(), "ca_dir", caDir, "sans", f.sans.values)
 	case "spire":
 		if f.spireSocket == "" {
@@ -150,15 +146,20 @@ func setupIdentity(ctx context.Context, f identityFlags, dataDir string, reg *re
 	default:
 		return nil, usageError{fmt.Errorf("--identity %q: want builtin or spire", f.mode)}
 	}
-	tokens, err := identity.NewTokenAuthority(caDir, records, opts...)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("join-token key in %s: %w", caDir, err), id.close())
+	if id.api.Tokens == nil {
+		// SPIRE mode: join tokens still authenticate nodes; their key
+		// lives in the CA directory.
+		tokens, err := identity.NewTokenAuthority(caDir, records, opts...)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("join-token key in %s: %w", caDir, err), id.close())
+		}
+		nodes, err := identity.NewAuthenticator(tokens, id.api.Bundles, records, opts...)
+		if err != nil {
+			return nil, errors.Join(err, id.close())
+		}
+		id.api.Tokens, id.api.Nodes, id.api.Records = tokens, nodes, records
 	}
-	nodes, err := identity.NewAuthenticator(tokens, id.api.Bundles, records, opts...)
-	if err != nil {
-		return nil, errors.Join(err, id.close())
-	}
-	id.api.TrustDomain, id.api.Tokens, id.api.Nodes, id.api.Records = td, tokens, nodes, records
+	id.api.TrustDomain = td
 	return id, nil
 }
 

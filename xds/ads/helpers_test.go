@@ -103,27 +103,11 @@ func newEnvTB(t testing.TB, doc string, opts ...ads.Option) *env {
 		t.Fatal(err)
 	}
 	apply(t, reg, doc)
-	dir := filepath.Join(t.TempDir(), "ca")
-	ca, err := identity.LoadOrCreateCA(dir)
+	id, err := idreg.NewBuiltin(reg, filepath.Join(t.TempDir(), "ca"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serving, err := ca.ServingSource(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := idreg.New(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := identity.NewTokenAuthority(dir, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodes, err := identity.NewAuthenticator(tokens, ca, store)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, store, tokens, nodes, serving := id.CA, id.Records, id.Tokens, id.Nodes, id.Serving
 	prom := prometheus.NewRegistry()
 	log := slog.New(slog.DiscardHandler)
 	if _, bench := t.(*testing.B); !bench {
