@@ -3,6 +3,7 @@ package registry
 import (
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -12,6 +13,10 @@ import (
 type Event struct {
 	Rev     uint64
 	Changes []Change
+	// Committed is when the revision was committed here: its record
+	// appended under the writer lock, or a replicated record applied.
+	// Consumers measure convergence from it (registry commit → ACK).
+	Committed time.Time
 	// Resync means events were dropped because the subscriber fell
 	// behind: it must re-read the registry instead of relying on Changes.
 	Resync bool
@@ -83,7 +88,7 @@ func (s *Subscription) deliver(ev Event) {
 	}
 	if s.behind {
 		select {
-		case s.ch <- Event{Rev: ev.Rev, Resync: true}:
+		case s.ch <- Event{Rev: ev.Rev, Resync: true, Committed: ev.Committed}:
 			s.behind = false
 		default:
 		}
@@ -93,7 +98,7 @@ func (s *Subscription) deliver(ev Event) {
 		return
 	}
 	select {
-	case s.ch <- Event{Rev: ev.Rev, Changes: changes}:
+	case s.ch <- Event{Rev: ev.Rev, Changes: changes, Committed: ev.Committed}:
 	default:
 		s.behind = true
 	}

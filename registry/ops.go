@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -212,7 +213,7 @@ func (r *Registry) doOnce(ctx context.Context, ops []Op, each, dryRun bool) ([]R
 	r.rev, r.seq, r.lastID = w.rev, w.seq, rec.ID
 	snap := r.db.Snapshot()
 	r.pubMu.Lock()
-	r.queue = append(r.queue, queued{rev: w.rev, seq: w.seq, id: rec.ID, db: snap, changes: w.changes})
+	r.queue = append(r.queue, queued{at: time.Now(), rev: w.rev, seq: w.seq, id: rec.ID, db: snap, changes: w.changes})
 	r.pubMu.Unlock()
 	r.mu.Unlock()
 

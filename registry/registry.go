@@ -82,6 +82,7 @@ type published struct {
 // queued is a record appended and applied to the live database, waiting
 // for durability, with the state it leads to.
 type queued struct {
+	at      time.Time // when the record was appended
 	rev     uint64
 	seq     uint64
 	id      string
@@ -269,7 +270,7 @@ func (r *Registry) publishLocked(rev uint64) {
 		return
 	}
 	for _, q := range r.queue[:n] {
-		r.notify(Event{Rev: q.rev, Changes: q.changes})
+		r.notify(Event{Rev: q.rev, Changes: q.changes, Committed: q.at})
 	}
 	r.setPublished(&published{db: last.db, rev: last.rev, seq: last.seq, id: last.id})
 	r.queue = append(r.queue[:0:0], r.queue[n:]...)
@@ -379,9 +380,9 @@ func (r *Registry) applyRemote(rec Record) error {
 	r.db = db
 	r.rev, r.seq, r.lastID = rec.Rev, seq, rec.ID
 	r.queue = nil
-	ev := Event{Rev: rec.Rev, Changes: changes}
+	ev := Event{Rev: rec.Rev, Changes: changes, Committed: time.Now()}
 	if rec.Reset {
-		ev = Event{Rev: rec.Rev, Resync: true}
+		ev = Event{Rev: rec.Rev, Resync: true, Committed: ev.Committed}
 	}
 	r.notify(ev)
 	r.setPublished(&published{db: db.Snapshot(), rev: rec.Rev, seq: seq, id: rec.ID})

@@ -408,6 +408,9 @@ func TestSubscribeFiltersByKind(t *testing.T) {
 	for len(got) < 2 {
 		select {
 		case ev := <-sub.C():
+			if ev.Committed.IsZero() || ev.Committed.After(time.Now()) {
+				t.Fatalf("event of revision %d has commit time %v", ev.Rev, ev.Committed)
+			}
 			for _, c := range ev.Changes {
 				got = append(got, fmt.Sprintf("%d:%s/%s", ev.Rev, c.Kind, c.ID))
 			}

@@ -21,8 +21,8 @@ type generation struct {
 	view *registry.View
 	tr   *xds.Translator
 	// changedAt is when the first registry change folded into this
-	// generation reached the server (zero for the first generation): the
-	// start of the convergence a node's ACK ends.
+	// generation was committed (zero for the first generation): the start
+	// of the convergence a node's ACK ends.
 	changedAt time.Time
 	// states are the endpoints' latest states, to tell an EndpointState
 	// write that changes health from one that does not.
@@ -96,6 +96,7 @@ type debouncer struct {
 	quiet, maxWait time.Duration
 	pending        bool
 	first, last    time.Time
+	commit         time.Time // earliest registry commit of the burst
 }
 
 func (d *debouncer) add(now time.Time) {
@@ -105,14 +106,26 @@ func (d *debouncer) add(now time.Time) {
 	d.last = now
 }
 
+// committed records the commit time of a change folded into the burst;
+// the earliest one starts the burst's convergence.
+func (d *debouncer) committed(at time.Time) {
+	if !at.IsZero() && (d.commit.IsZero() || at.Before(d.commit)) {
+		d.commit = at
+	}
+}
+
 // due is when the pending burst is to be translated.
 func (d *debouncer) due() time.Time {
 	return minTime(d.last.Add(d.quiet), d.first.Add(d.maxWait))
 }
 
-// take ends the pending burst and returns when it began.
+// take ends the pending burst and returns when it began: the commit of
+// its first change in the registry, or its arrival here if unknown.
 func (d *debouncer) take() time.Time {
 	first := d.first
+	if !d.commit.IsZero() {
+		first = d.commit
+	}
 	*d = debouncer{quiet: d.quiet, maxWait: d.maxWait}
 	return first
 }
@@ -157,6 +170,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			if config {
 				d.add(time.Now())
+				d.committed(ev.Committed)
 				timer.Reset(time.Until(d.due()))
 			}
 		case <-timer.C:

@@ -40,3 +40,23 @@ func TestDebouncer(t *testing.T) {
 		})
 	}
 }
+
+// TestDebouncerStartsConvergenceAtCommit: a burst's convergence starts at
+// the earliest registry commit folded into it, not when the change feed
+// delivered it; without commit times it falls back to arrival.
+func TestDebouncerStartsConvergenceAtCommit(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	d := debouncer{quiet: 100 * time.Millisecond, maxWait: time.Second}
+	d.add(t0.Add(10 * time.Millisecond))
+	d.committed(t0.Add(4 * time.Millisecond))
+	d.add(t0.Add(30 * time.Millisecond))
+	d.committed(t0.Add(2 * time.Millisecond))
+	d.committed(time.Time{})
+	if got := d.take(); !got.Equal(t0.Add(2 * time.Millisecond)) {
+		t.Fatalf("convergence starts at %v, want the earliest commit", got.Sub(t0))
+	}
+	d.add(t0.Add(50 * time.Millisecond))
+	if got := d.take(); !got.Equal(t0.Add(50 * time.Millisecond)) {
+		t.Fatalf("without commit times: %v, want arrival", got.Sub(t0))
+	}
+}
