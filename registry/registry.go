@@ -269,10 +269,12 @@ func (r *Registry) publishLocked(rev uint64) {
 	if last == nil {
 		return
 	}
+	// Publish before notifying: a subscriber that reads the registry
+	// when its event arrives must see at least that revision.
+	r.setPublished(&published{db: last.db, rev: last.rev, seq: last.seq, id: last.id})
 	for _, q := range r.queue[:n] {
 		r.notify(Event{Rev: q.rev, Changes: q.changes, Committed: q.at})
 	}
-	r.setPublished(&published{db: last.db, rev: last.rev, seq: last.seq, id: last.id})
 	r.queue = append(r.queue[:0:0], r.queue[n:]...)
 	r.maybeSnapshot(last.db, last.rev)
 }
@@ -384,8 +386,8 @@ func (r *Registry) applyRemote(rec Record) error {
 	if rec.Reset {
 		ev = Event{Rev: rec.Rev, Resync: true, Committed: ev.Committed}
 	}
-	r.notify(ev)
 	r.setPublished(&published{db: db.Snapshot(), rev: rec.Rev, seq: seq, id: rec.ID})
+	r.notify(ev)
 	return nil
 }
 

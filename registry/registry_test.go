@@ -411,6 +411,9 @@ func TestSubscribeFiltersByKind(t *testing.T) {
 			if ev.Committed.IsZero() || ev.Committed.After(time.Now()) {
 				t.Fatalf("event of revision %d has commit time %v", ev.Rev, ev.Committed)
 			}
+			if r.Revision() < ev.Rev {
+				t.Fatalf("event of revision %d arrived before readers see it (at %d)", ev.Rev, r.Revision())
+			}
 			for _, c := range ev.Changes {
 				got = append(got, fmt.Sprintf("%d:%s/%s", ev.Rev, c.Kind, c.ID))
 			}
