@@ -7,6 +7,9 @@ need_apt=()
 # A real etcd for the etcd store's tests (registry/store/etcdstore/etcdtest
 # runs it on loopback ports). Debian's 3.4 server; the Go client is v3.7.
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+# A real Prometheus and promtool: the metrics test lints /metrics with
+# promtool and has a Prometheus server scrape the real binary.
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || need_apt+=(prometheus)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
