@@ -4,8 +4,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Event tells a subscriber that a durable revision changed entities of the
@@ -101,25 +99,5 @@ func (s *Subscription) deliver(ev Event) {
 	case s.ch <- Event{Rev: ev.Rev, Changes: changes, Committed: ev.Committed}:
 	default:
 		s.behind = true
-	}
-}
-
-// objectsCollector exports cryptomesh_registry_objects{kind} from the
-// maintained counters of the newest durable revision.
-type objectsCollector struct {
-	r    *Registry
-	desc *prometheus.Desc
-}
-
-func objectsDesc() *prometheus.Desc {
-	return prometheus.NewDesc("cryptomesh_registry_objects", "Entities in the registry, by kind.", []string{"kind"}, nil)
-}
-
-func (c *objectsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c *objectsCollector) Collect(ch chan<- prometheus.Metric) {
-	v := c.r.View()
-	for _, k := range Kinds() {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v.Count(k)), string(k))
 	}
 }

@@ -50,6 +50,7 @@ type Registry struct {
 	lastID string     // ID of the last record appended (replicated stores)
 	broken error      // set when the store failed: no more writes
 
+	metrics  *metrics // nil unless WithRegisterer
 	follower Follower // the store, when it is shared by replicas
 	// bgCtx bounds background work (following a replicated store,
 	// awaiting writes whose callers gave up); Close cancels it.
@@ -113,7 +114,8 @@ func WithSnapshotEvery(n uint64) Option { return func(r *Registry) { r.snapEvery
 func WithRegisterer(reg prometheus.Registerer) Option {
 	return func(r *Registry) {
 		if reg != nil {
-			reg.MustRegister(&objectsCollector{r: r, desc: objectsDesc()})
+			r.metrics = newMetrics()
+			reg.MustRegister(newCollector(r), r.metrics.functionStates)
 		}
 	}
 }
@@ -274,6 +276,9 @@ func (r *Registry) publishLocked(rev uint64) {
 	r.setPublished(&published{db: last.db, rev: last.rev, seq: last.seq, id: last.id})
 	for _, q := range r.queue[:n] {
 		r.notify(Event{Rev: q.rev, Changes: q.changes, Committed: q.at})
+		if r.metrics != nil {
+			r.metrics.count(&View{txn: q.db.Txn(false), rev: q.rev}, q.changes)
+		}
 	}
 	r.queue = append(r.queue[:0:0], r.queue[n:]...)
 	r.maybeSnapshot(last.db, last.rev)
@@ -388,6 +393,9 @@ func (r *Registry) applyRemote(rec Record) error {
 	}
 	r.setPublished(&published{db: db.Snapshot(), rev: rec.Rev, seq: seq, id: rec.ID})
 	r.notify(ev)
+	if r.metrics != nil && !rec.Reset {
+		r.metrics.count(r.View(), changes)
+	}
 	return nil
 }
 
