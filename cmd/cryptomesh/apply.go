@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,16 +18,12 @@ import (
 // document to /api/v1/apply and prints what happened to each entity,
 // then a summary; warnings go to stderr.
 func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var cf clientFlags
 	var file string
 	var dryRun bool
-	fs := flag.NewFlagSet("apply", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, cf := clientCommand("apply", "cryptomesh apply -f FILE [--dry-run] [flags]", stderr)
 	fs.StringVar(&file, "f", "", "the mesh document, YAML or JSON (- reads standard input)")
 	fs.StringVar(&file, "filename", "", "the same as -f")
 	fs.BoolVar(&dryRun, "dry-run", false, "only plan: show what would change, change nothing")
-	addClientFlags(fs, &cf)
-	fs.Usage = usageWithEnv(fs, "cryptomesh apply -f FILE [--dry-run] [flags]")
 	if _, err := parseCommand(fs, args, 0, 0, ""); err != nil {
 		return err
 	}
@@ -40,7 +35,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	s, err := connect(&cf)
+	s, err := connect(cf)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -46,6 +47,18 @@ type clientFlags struct {
 	dataDir   string
 	caFile    string
 	timeout   time.Duration
+}
+
+// clientCommand starts the flag set of a command that talks to the control
+// plane: the client flags and the usage text are set here, the command
+// adds its own flags.
+func clientCommand(name, synopsis string, stderr io.Writer) (*flag.FlagSet, *clientFlags) {
+	cf := &clientFlags{}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addClientFlags(fs, cf)
+	fs.Usage = usageWithEnv(fs, synopsis)
+	return fs, cf
 }
 
 func addClientFlags(fs *flag.FlagSet, cf *clientFlags) {

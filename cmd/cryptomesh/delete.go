@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -13,13 +12,9 @@ import (
 
 // runDelete is `cryptomesh delete KIND ID [--cascade]`.
 func runDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var cf clientFlags
 	var cascade bool
-	fs := flag.NewFlagSet("delete", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, cf := clientCommand("delete", "cryptomesh delete KIND ID [--cascade] [flags]", stderr)
 	fs.BoolVar(&cascade, "cascade", false, "also delete what it contains (a service's microservices, their functions, and their states and results)")
-	addClientFlags(fs, &cf)
-	fs.Usage = usageWithEnv(fs, "cryptomesh delete KIND ID [--cascade] [flags]")
 	pos, err := parseCommand(fs, args, 2, 2, "KIND ID")
 	if err != nil {
 		return err
@@ -28,7 +23,7 @@ func runDelete(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	s, err := connect(&cf)
+	s, err := connect(cf)
 	if err != nil {
 		return err
 	}

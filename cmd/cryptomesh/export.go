@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 )
@@ -10,15 +9,11 @@ import (
 // runExport is `cryptomesh export`: the registry as a YAML mesh document
 // on standard output, which `cryptomesh apply -f` takes back.
 func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var cf clientFlags
-	fs := flag.NewFlagSet("export", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addClientFlags(fs, &cf)
-	fs.Usage = usageWithEnv(fs, "cryptomesh export [flags] > mesh.yaml")
+	fs, cf := clientCommand("export", "cryptomesh export [flags] > mesh.yaml", stderr)
 	if _, err := parseCommand(fs, args, 0, 0, ""); err != nil {
 		return err
 	}
-	s, err := connect(&cf)
+	s, err := connect(cf)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -18,14 +17,10 @@ import (
 // runGet is `cryptomesh get KIND [ID] [-o table|json|yaml]`: one entity,
 // or every entity of a kind (all pages).
 func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var cf clientFlags
 	var output string
-	fs := flag.NewFlagSet("get", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, cf := clientCommand("get", "cryptomesh get KIND [ID] [-o table|json|yaml] [flags]", stderr)
 	fs.StringVar(&output, "o", "table", "output format: table, json or yaml")
 	fs.StringVar(&output, "output", "table", "the same as -o")
-	addClientFlags(fs, &cf)
-	fs.Usage = usageWithEnv(fs, "cryptomesh get KIND [ID] [-o table|json|yaml] [flags]")
 	pos, err := parseCommand(fs, args, 1, 2, "KIND [ID]")
 	if err != nil {
 		return err
@@ -39,7 +34,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	s, err := connect(&cf)
+	s, err := connect(cf)
 	if err != nil {
 		return err
 	}

@@ -38,16 +38,12 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // `cryptomesh token create ... > node.token` is the whole job; what it is
 // for goes to stderr.
 func runTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var cf clientFlags
 	var req client.TokenRequest
-	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, cf := clientCommand("token create", "cryptomesh token create --node N (--endpoint E | --role R) [--ttl 24h] [flags]", stderr)
 	fs.StringVar(&req.Node, "node", "", "the node's name (its xDS node id)")
 	fs.StringVar(&req.Endpoint, "endpoint", "", "bind the node to this endpoint (it is the endpoint's sidecar or gRPC server)")
 	fs.StringVar(&req.Role, "role", "", "bind the node to this role (it calls in that role)")
 	fs.DurationVar(&req.TTL, "ttl", 24*time.Hour, "how long the token is valid (1m to 720h)")
-	addClientFlags(fs, &cf)
-	fs.Usage = usageWithEnv(fs, "cryptomesh token create --node N (--endpoint E | --role R) [--ttl 24h] [flags]")
 	if _, err := parseCommand(fs, args, 0, 0, ""); err != nil {
 		return err
 	}
@@ -57,7 +53,7 @@ func runTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	case (req.Endpoint == "") == (req.Role == ""):
 		return usageError{errors.New("give exactly one of --endpoint E and --role R")}
 	}
-	s, err := connect(&cf)
+	s, err := connect(cf)
 	if err != nil {
 		return err
 	}
@@ -77,21 +73,17 @@ func runTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 }
 
 func runTokenList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var cf clientFlags
 	var output string
-	fs := flag.NewFlagSet("token list", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, cf := clientCommand("token list", "cryptomesh token list [-o table|json] [flags]", stderr)
 	fs.StringVar(&output, "o", "table", "output format: table or json")
 	fs.StringVar(&output, "output", "table", "the same as -o")
-	addClientFlags(fs, &cf)
-	fs.Usage = usageWithEnv(fs, "cryptomesh token list [-o table|json] [flags]")
 	if _, err := parseCommand(fs, args, 0, 0, ""); err != nil {
 		return err
 	}
 	if output != "table" && output != "json" {
 		return usageError{fmt.Errorf("-o %q: want table or json", output)}
 	}
-	s, err := connect(&cf)
+	s, err := connect(cf)
 	if err != nil {
 		return err
 	}
@@ -133,16 +125,12 @@ func runTokenList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 func runTokenRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var cf clientFlags
-	fs := flag.NewFlagSet("token revoke", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addClientFlags(fs, &cf)
-	fs.Usage = usageWithEnv(fs, "cryptomesh token revoke JTI [flags]")
+	fs, cf := clientCommand("token revoke", "cryptomesh token revoke JTI [flags]", stderr)
 	pos, err := parseCommand(fs, args, 1, 1, "JTI")
 	if err != nil {
 		return err
 	}
-	s, err := connect(&cf)
+	s, err := connect(cf)
 	if err != nil {
 		return err
 	}
