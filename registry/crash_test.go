@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cryptomesh/cryptomesh/registry"
+	"github.com/cryptomesh/cryptomesh/registry/registrytest"
 	"github.com/cryptomesh/cryptomesh/registry/store/filestore"
 	"github.com/cryptomesh/cryptomesh/registry/store/filestore/faultfs"
 )
@@ -164,7 +165,7 @@ func checkPrefix(t *testing.T, r *registry.Registry, recs []registry.Record, ack
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a, b := dump(t, r), dump(t, want); a != b {
+	if a, b := registrytest.Dump(t, r), registrytest.Dump(t, want); a != b {
 		t.Fatalf("recovered state differs from the state at revision %d:\n%s\nwant\n%s", rev, a, b)
 	}
 }

@@ -9,17 +9,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cryptomesh/cryptomesh/registry"
+	"github.com/cryptomesh/cryptomesh/registry/registrytest"
 )
 
 func TestMetrics(t *testing.T) {
 	prom := prometheus.NewRegistry()
 	r := open(t, &logStore{}, registry.WithRegisterer(prom), registry.WithLogger(quiet))
-	seed(t, r)
+	registrytest.Seed(t, r)
 	for _, st := range []string{"running", "completed", "running", "failed"} {
-		mustDo(t, r, create(registry.KindFunctionState, `{"function_id":"f1","state":"`+st+`"}`)(t))
+		registrytest.MustDo(t, r, create(registry.KindFunctionState, `{"function_id":"f1","state":"`+st+`"}`)(t))
 	}
-	mustDo(t, r, create(registry.KindEndpointState, `{"endpoint_id":"e1","state":"warm"}`)(t))
-	mustDo(t, r, create(registry.KindEndpointState, `{"endpoint_id":"e1","state":"draining"}`)(t))
+	registrytest.MustDo(t, r, create(registry.KindEndpointState, `{"endpoint_id":"e1","state":"warm"}`)(t))
+	registrytest.MustDo(t, r, create(registry.KindEndpointState, `{"endpoint_id":"e1","state":"draining"}`)(t))
 
 	want := `
 # HELP cryptomesh_endpoint_state 1 for the latest reported state of each endpoint, 0 for its other states.

@@ -1,7 +1,6 @@
 package registry_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cryptomesh/cryptomesh/registry"
+	"github.com/cryptomesh/cryptomesh/registry/registrytest"
 )
 
 // logStore keeps appended records in memory so a test can reopen a
@@ -57,17 +57,6 @@ func (s *logStore) Append(rec registry.Record) (registry.Pending, error) {
 
 func (s *logStore) Close() error { return nil }
 
-func body(t *testing.T, s string) map[string]any {
-	t.Helper()
-	dec := json.NewDecoder(strings.NewReader(s))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
-		t.Fatalf("bad test body %s: %v", s, err)
-	}
-	return m
-}
-
 func open(t *testing.T, st registry.Store, opts ...registry.Option) *registry.Registry {
 	t.Helper()
 	clock := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -83,61 +72,15 @@ func open(t *testing.T, st registry.Store, opts ...registry.Option) *registry.Re
 	return r
 }
 
+// create is registrytest.Create with the test given last, which reads
+// better in long operation lists.
 func create(kind registry.Kind, js string) func(t *testing.T) registry.Op {
-	return func(t *testing.T) registry.Op {
-		return registry.Op{Type: registry.OpCreate, Kind: kind, Body: body(t, js)}
-	}
-}
-
-func mustDo(t *testing.T, r *registry.Registry, ops ...registry.Op) []registry.Result {
-	t.Helper()
-	res, err := r.Do(context.Background(), ops...)
-	if err != nil {
-		t.Fatalf("do: %v", err)
-	}
-	return res
-}
-
-// seed builds a small mesh: two roles, a policy, an endpoint, a service
-// with a microservice and a function.
-func seed(t *testing.T, r *registry.Registry) {
-	t.Helper()
-	var ops []registry.Op
-	for _, c := range []struct {
-		k  registry.Kind
-		js string
-	}{
-		{registry.KindRole, `{"role_id":"ml-engineer","name":"ML engineer","permissions":["execute"]}`},
-		{registry.KindRole, `{"role_id":"analyst","name":"Analyst","permissions":["read:report_*"]}`},
-		{registry.KindSecurityPolicy, `{"sp_id":"sp1","roles":["ml-engineer","analyst"],"requires_authentication":true}`},
-		{registry.KindEndpoint, `{"endpoint_id":"e1","security_policy":"sp1","address":"127.0.0.1:9001","resources":{"cpu":2,"ram":"1GB"}}`},
-		{registry.KindService, `{"service_id":"s1","security_policy":"sp1"}`},
-		{registry.KindMicroservice, `{"microservice_id":"m1","service_id":"s1"}`},
-		{registry.KindFunction, `{"function_id":"f1","microservice_id":"m1","endpoint_id":"e1","resources":{"cpu":1,"ram":"512MB"}}`},
-	} {
-		ops = append(ops, create(c.k, c.js)(t))
-	}
-	mustDo(t, r, ops...)
-}
-
-func dump(t *testing.T, r *registry.Registry) string {
-	t.Helper()
-	v := r.View()
-	var b bytes.Buffer
-	for _, k := range registry.Kinds() {
-		items, total, err := v.List(k, registry.ListOptions{Limit: registry.MaxListLimit})
-		if err != nil {
-			t.Fatalf("list %s: %v", k, err)
-		}
-		raw, _ := json.Marshal(items)
-		fmt.Fprintf(&b, "%s %d %s\n", k, total, raw)
-	}
-	return b.String()
+	return func(t *testing.T) registry.Op { return registrytest.Create(t, kind, js) }
 }
 
 func TestCreateAppliesDefaultsAndDerivedLists(t *testing.T) {
 	r := open(t, &logStore{})
-	seed(t, r)
+	registrytest.Seed(t, r)
 	v := r.View()
 	fn, err := v.Get(registry.KindFunction, "f1")
 	if err != nil {
@@ -163,8 +106,8 @@ func TestCreateAppliesDefaultsAndDerivedLists(t *testing.T) {
 
 func TestValidationReportsEveryField(t *testing.T) {
 	r := open(t, &logStore{})
-	seed(t, r)
-	before := dump(t, r)
+	registrytest.Seed(t, r)
+	before := registrytest.Dump(t, r)
 	tests := []struct {
 		name   string
 		kind   registry.Kind
@@ -210,7 +153,7 @@ func TestValidationReportsEveryField(t *testing.T) {
 			if strings.Join(fields, ",") != strings.Join(tt.fields, ",") {
 				t.Fatalf("fields = %v, want %v (%v)", fields, tt.fields, err)
 			}
-			if after := dump(t, r); after != before {
+			if after := registrytest.Dump(t, r); after != before {
 				t.Fatalf("a refused write changed the registry")
 			}
 		})
@@ -225,8 +168,8 @@ func asRegistryError(err error, e **registry.Error) bool {
 
 func TestEmbeddedCompatibilityObjects(t *testing.T) {
 	r := open(t, &logStore{})
-	seed(t, r)
-	res := mustDo(t, r,
+	registrytest.Seed(t, r)
+	res := registrytest.MustDo(t, r,
 		create(registry.KindEndpoint, `{"endpoint_id":"e2","policy_id":"ignored","security_policy":{"roles":["analyst"],"requires_authentication":true}}`)(t),
 		create(registry.KindFunction, `{"function_id":"f2","storage":{"capacity":"10GB","source_path":"/in","sink_path":"/out"}}`)(t),
 	)
@@ -237,7 +180,7 @@ func TestEmbeddedCompatibilityObjects(t *testing.T) {
 		t.Fatalf("embedded storage id = %q, want f2.storage", got)
 	}
 	// Same content again is fine; different content is a conflict.
-	mustDo(t, r, create(registry.KindEndpoint, `{"endpoint_id":"e3","security_policy":{"sp_id":"e2.policy","roles":["analyst"],"requires_authentication":true}}`)(t))
+	registrytest.MustDo(t, r, create(registry.KindEndpoint, `{"endpoint_id":"e3","security_policy":{"sp_id":"e2.policy","roles":["analyst"],"requires_authentication":true}}`)(t))
 	_, err := r.Do(context.Background(), create(registry.KindEndpoint, `{"endpoint_id":"e4","security_policy":{"sp_id":"e2.policy","roles":["ml-engineer"],"requires_authentication":true}}`)(t))
 	if registry.CodeOf(err) != registry.CodeConflict {
 		t.Fatalf("different embedded content: got %v, want conflict", err)
@@ -246,9 +189,9 @@ func TestEmbeddedCompatibilityObjects(t *testing.T) {
 
 func TestPartialUpdate(t *testing.T) {
 	r := open(t, &logStore{})
-	seed(t, r)
-	res := mustDo(t, r, registry.Op{Type: registry.OpUpdate, Kind: registry.KindFunction, ID: "f1",
-		Body: body(t, `{"resources":{"cpu":4},"image":"img:2","endpoint_id":null}`)})
+	registrytest.Seed(t, r)
+	res := registrytest.MustDo(t, r, registry.Op{Type: registry.OpUpdate, Kind: registry.KindFunction, ID: "f1",
+		Body: registrytest.Body(t, `{"resources":{"cpu":4},"image":"img:2","endpoint_id":null}`)})
 	f := res[0].Value.(*registry.Function)
 	if f.Resources.CPU != 4 || f.Resources.RAM != "512MB" || f.Image != "img:2" || f.EndpointID != "e1" {
 		t.Fatalf("partial update wrong: %+v %+v", f, f.Resources)
@@ -257,15 +200,15 @@ func TestPartialUpdate(t *testing.T) {
 		t.Fatalf("created_at changed: %q", f.CreatedAt)
 	}
 	rev := r.Revision()
-	res = mustDo(t, r, registry.Op{Type: registry.OpUpdate, Kind: registry.KindFunction, ID: "f1", Body: body(t, `{"image":"img:2"}`)})
+	res = registrytest.MustDo(t, r, registry.Op{Type: registry.OpUpdate, Kind: registry.KindFunction, ID: "f1", Body: registrytest.Body(t, `{"image":"img:2"}`)})
 	if res[0].Outcome != registry.Unchanged || r.Revision() != rev {
 		t.Fatalf("no-op update: outcome %s, revision %d -> %d", res[0].Outcome, rev, r.Revision())
 	}
-	_, err := r.Do(context.Background(), registry.Op{Type: registry.OpUpdate, Kind: registry.KindFunction, ID: "f1", Body: body(t, `{"function_id":"other"}`)})
+	_, err := r.Do(context.Background(), registry.Op{Type: registry.OpUpdate, Kind: registry.KindFunction, ID: "f1", Body: registrytest.Body(t, `{"function_id":"other"}`)})
 	if registry.CodeOf(err) != registry.CodeInvalid {
 		t.Fatalf("id change: got %v", err)
 	}
-	_, err = r.Do(context.Background(), registry.Op{Type: registry.OpUpdate, Kind: registry.KindFunction, ID: "nope", Body: body(t, `{}`)})
+	_, err = r.Do(context.Background(), registry.Op{Type: registry.OpUpdate, Kind: registry.KindFunction, ID: "nope", Body: registrytest.Body(t, `{}`)})
 	if registry.CodeOf(err) != registry.CodeNotFound {
 		t.Fatalf("update of missing: got %v", err)
 	}
@@ -273,8 +216,8 @@ func TestPartialUpdate(t *testing.T) {
 
 func TestDeleteReferencesAndCascade(t *testing.T) {
 	r := open(t, &logStore{})
-	seed(t, r)
-	mustDo(t, r, create(registry.KindFunctionState, `{"state_id":"st1","function_id":"f1","state":"running"}`)(t))
+	registrytest.Seed(t, r)
+	registrytest.MustDo(t, r, create(registry.KindFunctionState, `{"state_id":"st1","function_id":"f1","state":"running"}`)(t))
 	del := func(k registry.Kind, id string, cascade bool) error {
 		_, err := r.Do(context.Background(), registry.Op{Type: registry.OpDelete, Kind: k, ID: id, Cascade: cascade})
 		return err
@@ -318,9 +261,9 @@ func TestDeleteReferencesAndCascade(t *testing.T) {
 func TestHistoryRetentionAndLatest(t *testing.T) {
 	st := &logStore{}
 	r := open(t, st, registry.WithHistoryLimit(3))
-	seed(t, r)
+	registrytest.Seed(t, r)
 	for i := range 5 {
-		mustDo(t, r, create(registry.KindFunctionState, fmt.Sprintf(`{"state_id":"z%d","function_id":"f1","state":"running"}`, 9-i))(t))
+		registrytest.MustDo(t, r, create(registry.KindFunctionState, fmt.Sprintf(`{"state_id":"z%d","function_id":"f1","state":"running"}`, 9-i))(t))
 	}
 	v := r.View()
 	items, total, err := v.List(registry.KindFunctionState, registry.ListOptions{Filters: map[string]string{"function_id": "f1"}})
@@ -345,15 +288,15 @@ func TestHistoryRetentionAndLatest(t *testing.T) {
 	}
 	// The retention deletes were logged, so replay gives the same history.
 	r2 := open(t, st, registry.WithHistoryLimit(3))
-	if dump(t, r2) != dump(t, r) {
-		t.Fatalf("replay differs:\n%s\nvs\n%s", dump(t, r2), dump(t, r))
+	if registrytest.Dump(t, r2) != registrytest.Dump(t, r) {
+		t.Fatalf("replay differs:\n%s\nvs\n%s", registrytest.Dump(t, r2), registrytest.Dump(t, r))
 	}
 }
 
 func TestDoIsAtomicAndDoEachIsPerItem(t *testing.T) {
 	r := open(t, &logStore{})
-	seed(t, r)
-	before := dump(t, r)
+	registrytest.Seed(t, r)
+	before := registrytest.Dump(t, r)
 	_, err := r.Do(context.Background(),
 		create(registry.KindRole, `{"role_id":"ok","name":"fine"}`)(t),
 		create(registry.KindRole, `{"role_id":"bad"}`)(t))
@@ -361,7 +304,7 @@ func TestDoIsAtomicAndDoEachIsPerItem(t *testing.T) {
 	if !asRegistryError(err, &e) || e.Index != 1 {
 		t.Fatalf("want error at index 1, got %v", err)
 	}
-	if dump(t, r) != before {
+	if registrytest.Dump(t, r) != before {
 		t.Fatal("a failed batch left changes")
 	}
 	rev := r.Revision()
@@ -383,12 +326,12 @@ func TestDoIsAtomicAndDoEachIsPerItem(t *testing.T) {
 func TestReplayRebuildsIdenticalState(t *testing.T) {
 	st := &logStore{}
 	r := open(t, st)
-	seed(t, r)
-	mustDo(t, r, create(registry.KindFunction, `{"microservice_id":"m1","storage":{"capacity":"1TB","source_path":"/a","sink_path":"/b"}}`)(t))
-	mustDo(t, r, registry.Op{Type: registry.OpUpdate, Kind: registry.KindEndpoint, ID: "e1", Body: body(t, `{"protocol":"grpc"}`)})
-	mustDo(t, r, create(registry.KindEndpointState, `{"endpoint_id":"e1","state":"warm"}`)(t))
+	registrytest.Seed(t, r)
+	registrytest.MustDo(t, r, create(registry.KindFunction, `{"microservice_id":"m1","storage":{"capacity":"1TB","source_path":"/a","sink_path":"/b"}}`)(t))
+	registrytest.MustDo(t, r, registry.Op{Type: registry.OpUpdate, Kind: registry.KindEndpoint, ID: "e1", Body: registrytest.Body(t, `{"protocol":"grpc"}`)})
+	registrytest.MustDo(t, r, create(registry.KindEndpointState, `{"endpoint_id":"e1","state":"warm"}`)(t))
 	r2 := open(t, st)
-	if a, b := dump(t, r), dump(t, r2); a != b {
+	if a, b := registrytest.Dump(t, r), registrytest.Dump(t, r2); a != b {
 		t.Fatalf("replay differs:\n%s\nvs\n%s", a, b)
 	}
 	if r2.Revision() != r.Revision() {
@@ -400,9 +343,9 @@ func TestSubscribeFiltersByKind(t *testing.T) {
 	r := open(t, &logStore{})
 	sub := r.Subscribe(registry.KindFunction)
 	defer sub.Close()
-	seed(t, r)
-	mustDo(t, r, create(registry.KindFunctionState, `{"function_id":"f1","state":"running"}`)(t))
-	mustDo(t, r, registry.Op{Type: registry.OpUpdate, Kind: registry.KindFunction, ID: "f1", Body: body(t, `{"image":"x"}`)})
+	registrytest.Seed(t, r)
+	registrytest.MustDo(t, r, create(registry.KindFunctionState, `{"function_id":"f1","state":"running"}`)(t))
+	registrytest.MustDo(t, r, registry.Op{Type: registry.OpUpdate, Kind: registry.KindFunction, ID: "f1", Body: registrytest.Body(t, `{"image":"x"}`)})
 	var got []string
 	deadline := time.After(10 * time.Second)
 	for len(got) < 2 {
@@ -428,15 +371,15 @@ func TestSubscribeFiltersByKind(t *testing.T) {
 
 func TestPutIsDeclarative(t *testing.T) {
 	r := open(t, &logStore{})
-	seed(t, r)
+	registrytest.Seed(t, r)
 	put := func(k registry.Kind, id, js string) registry.Op {
-		return registry.Op{Type: registry.OpPut, Kind: k, ID: id, Body: body(t, js)}
+		return registry.Op{Type: registry.OpPut, Kind: k, ID: id, Body: registrytest.Body(t, js)}
 	}
-	res := mustDo(t, r,
+	res := registrytest.MustDo(t, r,
 		put(registry.KindRole, "analyst", `{"name":"Analyst","permissions":["read:report_*"]}`),
 		put(registry.KindRole, "new-role", `{"name":"New"}`),
 		put(registry.KindFunction, "f1", `{"microservice_id":"m1","endpoint_id":"e1","resources":{"cpu":1,"ram":"512MB"}}`),
-		registry.Op{Type: registry.OpCreate, Kind: registry.KindRole, IfAbsent: true, Body: body(t, `{"role_id":"ml-engineer","name":"ml-engineer"}`)},
+		registry.Op{Type: registry.OpCreate, Kind: registry.KindRole, IfAbsent: true, Body: registrytest.Body(t, `{"role_id":"ml-engineer","name":"ml-engineer"}`)},
 	)
 	want := []registry.Outcome{registry.Unchanged, registry.Created, registry.Unchanged, registry.Unchanged}
 	for i, w := range want {
@@ -445,13 +388,13 @@ func TestPutIsDeclarative(t *testing.T) {
 		}
 	}
 	// A full replacement drops what the body leaves out.
-	res = mustDo(t, r, put(registry.KindFunction, "f1", `{"microservice_id":"m1"}`))
+	res = registrytest.MustDo(t, r, put(registry.KindFunction, "f1", `{"microservice_id":"m1"}`))
 	f := res[0].Value.(*registry.Function)
 	if res[0].Outcome != registry.Updated || f.EndpointID != "" || f.Resources != nil || f.Timeout != "60s" {
 		t.Fatalf("replace: %s %+v", res[0].Outcome, f)
 	}
 	rev := r.Revision()
-	mustDo(t, r, put(registry.KindFunction, "f1", `{"microservice_id":"m1"}`))
+	registrytest.MustDo(t, r, put(registry.KindFunction, "f1", `{"microservice_id":"m1"}`))
 	if r.Revision() != rev {
 		t.Fatal("re-applying an identical body used a revision")
 	}
@@ -463,11 +406,11 @@ func jsonReader(s string) *strings.Reader { return strings.NewReader(s) }
 
 func TestJoinTokenRecordsAreInternal(t *testing.T) {
 	r := open(t, &logStore{})
-	res := mustDo(t, r, create(registry.KindJoinToken, `{"jti":"j1","node":"n1","endpoint":"e1","issued_at":"2026-01-02T03:04:05Z","expires_at":"2026-01-03T03:04:05Z"}`)(t))
+	res := registrytest.MustDo(t, r, create(registry.KindJoinToken, `{"jti":"j1","node":"n1","endpoint":"e1","issued_at":"2026-01-02T03:04:05Z","expires_at":"2026-01-03T03:04:05Z"}`)(t))
 	if tok := res[0].Value.(*registry.JoinToken); tok.Node != "n1" || tok.Revoked {
 		t.Fatalf("token record: %+v", tok)
 	}
-	mustDo(t, r, registry.Op{Type: registry.OpUpdate, Kind: registry.KindJoinToken, ID: "j1", Body: body(t, `{"revoked":true}`)})
+	registrytest.MustDo(t, r, registry.Op{Type: registry.OpUpdate, Kind: registry.KindJoinToken, ID: "j1", Body: registrytest.Body(t, `{"revoked":true}`)})
 	if o := r.View().Object(registry.KindJoinToken, "j1"); o == nil || !o.Value.(*registry.JoinToken).Revoked {
 		t.Fatal("revocation not stored")
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cryptomesh/cryptomesh/registry"
+	"github.com/cryptomesh/cryptomesh/registry/registrytest"
 	"github.com/cryptomesh/cryptomesh/registry/store/filestore"
 )
 
@@ -34,7 +35,7 @@ func buildStore(b *testing.B, dir string, n int) {
 		}
 		revs++
 	}
-	js := func(s string) map[string]any { return body(&testing.T{}, s) }
+	js := func(s string) map[string]any { return registrytest.Body(&testing.T{}, s) }
 	doOps([]registry.Op{
 		{Type: registry.OpCreate, Kind: registry.KindRole, Body: js(`{"role_id":"r","name":"r","permissions":["execute"]}`)},
 		{Type: registry.OpCreate, Kind: registry.KindSecurityPolicy, Body: js(`{"sp_id":"p","roles":["r"],"requires_authentication":true}`)},

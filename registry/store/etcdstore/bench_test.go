@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cryptomesh/cryptomesh/registry"
+	"github.com/cryptomesh/cryptomesh/registry/registrytest"
 	"github.com/cryptomesh/cryptomesh/registry/store/etcdstore"
 	"github.com/cryptomesh/cryptomesh/registry/store/etcdstore/etcdtest"
 	"github.com/cryptomesh/cryptomesh/registry/store/filestore"
@@ -59,14 +60,14 @@ func storedValue(b *testing.B) []byte {
 		b.Fatal(err)
 	}
 	defer r.Close()
-	mustDo(b, r, create(b, registry.KindFunction, fmt.Sprintf(benchFunction, 0, 0)))
+	registrytest.MustDo(b, r, registrytest.Create(b, registry.KindFunction, fmt.Sprintf(benchFunction, 0, 0)))
 	return st.Records()[0].Mutations[0].Value
 }
 
 func creates(b *testing.B, r *registry.Registry, clients, n, round int) float64 {
 	b.Helper()
 	return parallel(b, clients, n, func(i int) error {
-		_, err := r.Do(context.Background(), create(b, registry.KindFunction, fmt.Sprintf(benchFunction, round, i)))
+		_, err := r.Do(context.Background(), registrytest.Create(b, registry.KindFunction, fmt.Sprintf(benchFunction, round, i)))
 		return err
 	})
 }

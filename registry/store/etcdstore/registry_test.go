@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/cryptomesh/cryptomesh/registry"
+	"github.com/cryptomesh/cryptomesh/registry/registrytest"
 	"github.com/cryptomesh/cryptomesh/registry/store/etcdstore"
 	"github.com/cryptomesh/cryptomesh/registry/store/etcdstore/etcdtest"
 )
@@ -20,7 +21,7 @@ import (
 func roles(t testing.TB, prefix string, n int) []registry.Op {
 	var ops []registry.Op
 	for i := range n {
-		ops = append(ops, create(t, registry.KindRole, fmt.Sprintf(`{"role_id":"%s-%d","name":%q,"permissions":["execute:fn_%d"]}`, prefix, i, strings.Repeat("n", 2000), i)))
+		ops = append(ops, registrytest.Create(t, registry.KindRole, fmt.Sprintf(`{"role_id":"%s-%d","name":%q,"permissions":["execute:fn_%d"]}`, prefix, i, strings.Repeat("n", 2000), i)))
 	}
 	return ops
 }
@@ -28,13 +29,13 @@ func roles(t testing.TB, prefix string, n int) []registry.Op {
 func TestLargeBatchIsAllOrNothing(t *testing.T) {
 	srv := etcdtest.Start(t)
 	rs := openRegistries(t, srv, 3)
-	seed(t, rs[0])
-	waitConverged(t, rs, rs[0].Revision())
+	registrytest.Seed(t, rs[0])
+	registrytest.WaitConverged(t, rs, rs[0].Revision())
 	before := rs[0].Revision()
 
 	// 1,000 creates (2 MiB, far beyond etcd's 128 operations and 1.5 MiB
 	// per request) whose last one fails: nothing is committed.
-	bad := append(roles(t, "bad", 1000), create(t, registry.KindRole, `{"role_id":"ml-engineer","name":"duplicate"}`))
+	bad := append(roles(t, "bad", 1000), registrytest.Create(t, registry.KindRole, `{"role_id":"ml-engineer","name":"duplicate"}`))
 	if _, err := rs[1].Do(context.Background(), bad...); registry.CodeOf(err) != registry.CodeConflict {
 		t.Fatalf("batch with a duplicate: %v, want a conflict", err)
 	}
@@ -48,10 +49,10 @@ func TestLargeBatchIsAllOrNothing(t *testing.T) {
 	var errA, errB error
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		_, errA = rs[0].Do(context.Background(), append(roles(t, "a", 1000), create(t, registry.KindRole, `{"role_id":"shared","name":"a"}`))...)
+		_, errA = rs[0].Do(context.Background(), append(roles(t, "a", 1000), registrytest.Create(t, registry.KindRole, `{"role_id":"shared","name":"a"}`))...)
 	})
 	wg.Go(func() {
-		_, errB = rs[1].Do(context.Background(), append(roles(t, "b", 1000), create(t, registry.KindRole, `{"role_id":"shared","name":"b"}`))...)
+		_, errB = rs[1].Do(context.Background(), append(roles(t, "b", 1000), registrytest.Create(t, registry.KindRole, `{"role_id":"shared","name":"b"}`))...)
 	})
 	wg.Wait()
 	winner, loser := "a", "b"
@@ -64,7 +65,7 @@ func TestLargeBatchIsAllOrNothing(t *testing.T) {
 	}
 	late, _ := openRegistry(t, srv.Endpoint())
 	rs = append(rs, late)
-	waitConverged(t, rs, head(t, st))
+	registrytest.WaitConverged(t, rs, head(t, st))
 	for i, r := range rs {
 		v := r.View()
 		var have, stray int
@@ -93,14 +94,14 @@ func TestReplicaConvergesAfterCompaction(t *testing.T) {
 	}
 	t.Cleanup(func() { r0.Close() })
 	r1, st1 := openRegistry(t, proxy.Addr())
-	seed(t, r0)
-	waitConverged(t, []*registry.Registry{r0, r1}, r0.Revision())
+	registrytest.Seed(t, r0)
+	registrytest.WaitConverged(t, []*registry.Registry{r0, r1}, r0.Revision())
 
 	proxy.Cut()
 	for i := range 60 {
-		mustDo(t, r0, create(t, registry.KindFunction, fmt.Sprintf(`{"function_id":"fn-%d","microservice_id":"m1"}`, i)))
+		registrytest.MustDo(t, r0, registrytest.Create(t, registry.KindFunction, fmt.Sprintf(`{"function_id":"fn-%d","microservice_id":"m1"}`, i)))
 		if i%3 == 0 {
-			mustDo(t, r0, registry.Op{Type: registry.OpDelete, Kind: registry.KindFunction, ID: fmt.Sprintf("fn-%d", i)})
+			registrytest.MustDo(t, r0, registry.Op{Type: registry.OpDelete, Kind: registry.KindFunction, ID: fmt.Sprintf("fn-%d", i)})
 		}
 	}
 	// Wait for a snapshot, so that the log r1 missed is partly gone,
@@ -120,20 +121,20 @@ func TestReplicaConvergesAfterCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy.Restore()
-	waitConverged(t, []*registry.Registry{r0, r1}, r0.Revision())
+	registrytest.WaitConverged(t, []*registry.Registry{r0, r1}, r0.Revision())
 	if st1.Stats().Resets == 0 {
 		t.Fatal("the lagging replica converged without re-listing")
 	}
 	// Both go on writing and following.
-	mustDo(t, r1, create(t, registry.KindRole, `{"role_id":"after","name":"after"}`))
-	waitConverged(t, []*registry.Registry{r0, r1}, r1.Revision())
+	registrytest.MustDo(t, r1, registrytest.Create(t, registry.KindRole, `{"role_id":"after","name":"after"}`))
+	registrytest.WaitConverged(t, []*registry.Registry{r0, r1}, r1.Revision())
 }
 
 func TestEtcdRestartLosesNothingAcknowledged(t *testing.T) {
 	srv := etcdtest.Start(t)
 	rs := openRegistries(t, srv, 2)
-	seed(t, rs[0])
-	waitConverged(t, rs, rs[0].Revision())
+	registrytest.Seed(t, rs[0])
+	registrytest.WaitConverged(t, rs, rs[0].Revision())
 
 	var acked sync.Map
 	var n atomic.Int64
@@ -150,7 +151,7 @@ func TestEtcdRestartLosesNothingAcknowledged(t *testing.T) {
 				}
 				id := fmt.Sprintf("w%d-%d", w, i)
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				_, err := r.Do(ctx, create(t, registry.KindRole, fmt.Sprintf(`{"role_id":%q,"name":"x"}`, id)))
+				_, err := r.Do(ctx, registrytest.Create(t, registry.KindRole, fmt.Sprintf(`{"role_id":%q,"name":"x"}`, id)))
 				cancel()
 				switch {
 				case err == nil:
@@ -186,7 +187,7 @@ func TestEtcdRestartLosesNothingAcknowledged(t *testing.T) {
 	for i, r := range rs {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		start := time.Now()
-		_, err := r.Do(ctx, create(t, registry.KindRole, fmt.Sprintf(`{"role_id":"down-%d","name":"x"}`, i)))
+		_, err := r.Do(ctx, registrytest.Create(t, registry.KindRole, fmt.Sprintf(`{"role_id":"down-%d","name":"x"}`, i)))
 		cancel()
 		if registry.CodeOf(err) != registry.CodeUnavailable || time.Since(start) > 5*time.Second {
 			t.Fatalf("write while etcd is down: %v after %s, want unavailable within the deadline", err, time.Since(start))
@@ -208,7 +209,7 @@ func TestEtcdRestartLosesNothingAcknowledged(t *testing.T) {
 	// other and with a replica that loads from scratch.
 	late, st := openRegistry(t, srv.Endpoint())
 	all := append(rs, late)
-	waitConverged(t, all, head(t, st))
+	registrytest.WaitConverged(t, all, head(t, st))
 	missing := 0
 	acked.Range(func(k, _ any) bool {
 		for i, r := range all {
@@ -234,12 +235,12 @@ func TestEtcdGoneForLongFailsTheRegistryCleanly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seed(t, r)
+	registrytest.Seed(t, r)
 	srv.Kill(t)
 	// Past the commit timeout the outcome is unknown: the write fails and
 	// the registry stops taking writes, rather than guess.
 	start := time.Now()
-	_, err = r.Do(context.Background(), create(t, registry.KindRole, `{"role_id":"lost","name":"x"}`))
+	_, err = r.Do(context.Background(), registrytest.Create(t, registry.KindRole, `{"role_id":"lost","name":"x"}`))
 	if registry.CodeOf(err) != registry.CodeUnavailable {
 		t.Fatalf("write: %v, want unavailable", err)
 	}
@@ -265,7 +266,7 @@ func TestEtcdGoneForLongFailsTheRegistryCleanly(t *testing.T) {
 	if r2.Revision() != 1 && r2.Revision() != 2 {
 		t.Fatalf("reopened at revision %d", r2.Revision())
 	}
-	mustDo(t, r2, create(t, registry.KindRole, `{"role_id":"again","name":"x"}`))
+	registrytest.MustDo(t, r2, registrytest.Create(t, registry.KindRole, `{"role_id":"again","name":"x"}`))
 	if _, err := r2.View().Get(registry.KindFunction, "f1"); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cryptomesh/cryptomesh/registry"
+	"github.com/cryptomesh/cryptomesh/registry/registrytest"
 	"github.com/cryptomesh/cryptomesh/registry/store/etcdstore"
 	"github.com/cryptomesh/cryptomesh/registry/store/etcdstore/etcdtest"
 )
@@ -36,7 +37,7 @@ func TestTLSWithClientCertificates(t *testing.T) {
 	}
 
 	r, _ := openRegistry(t, srv.Endpoint(), etcdstore.WithTLSFiles(f.CA, f.ClientCert, f.ClientKey))
-	seed(t, r)
+	registrytest.Seed(t, r)
 	again, _ := openRegistry(t, srv.Endpoint(), etcdstore.WithTLSFiles(f.CA, f.ClientCert, f.ClientKey))
-	waitConverged(t, []*registry.Registry{r, again}, r.Revision())
+	registrytest.WaitConverged(t, []*registry.Registry{r, again}, r.Revision())
 }
