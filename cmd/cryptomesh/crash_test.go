@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -38,7 +37,7 @@ func TestKill9LosesNoAcknowledgedWrite(t *testing.T) {
 		// Frequent snapshots so that kills also land mid-snapshot.
 		p := startServer(t, "--data-dir", dir, "--api-token", token, "--snapshot-every", "300")
 		// Everything acknowledged so far survived the previous kill.
-		verifyAcked(t, client, p.url, token, acked)
+		verifyAcked(t, client, p, token, acked)
 
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -78,37 +77,16 @@ func TestKill9LosesNoAcknowledgedWrite(t *testing.T) {
 		}
 	}
 	p := startServer(t, "--data-dir", dir, "--api-token", token)
-	verifyAcked(t, client, p.url, token, acked)
+	verifyAcked(t, client, p, token, acked)
 	t.Logf("%d acknowledged writes survived %d kills", len(acked), rounds)
 	p.stop(t)
 }
 
-func verifyAcked(t *testing.T, c *http.Client, url, token string, acked map[string]bool) {
+func verifyAcked(t *testing.T, c *http.Client, p *proc, token string, acked map[string]bool) {
 	t.Helper()
 	present := map[string]bool{}
-	after := ""
-	for {
-		q := url + "/api/v1/roles?limit=10000"
-		if after != "" {
-			q += "&after=" + after
-		}
-		code, body, err := call(context.Background(), c, "GET", q, token, "")
-		if err != nil || code != http.StatusOK {
-			t.Fatalf("list roles: %d %v %s", code, err, body)
-		}
-		var page []struct {
-			RoleID string `json:"role_id"`
-		}
-		if err := json.Unmarshal(body, &page); err != nil {
-			t.Fatalf("decode roles: %v", err)
-		}
-		if len(page) == 0 {
-			break
-		}
-		for _, r := range page {
-			present[r.RoleID] = true
-		}
-		after = page[len(page)-1].RoleID
+	for _, id := range roleIDs(t, c, p, token) {
+		present[id] = true
 	}
 	missing := 0
 	for id := range acked {
