@@ -133,18 +133,8 @@ type docError struct {
 
 func docErrorOf(t *testing.T, r *resp, status int) docError {
 	t.Helper()
-	if r.status != status {
-		t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
-	}
-	if ct := r.header.Get("Content-Type"); ct != "application/json" {
-		t.Fatalf("error Content-Type %q", ct)
-	}
-	dec := json.NewDecoder(bytes.NewReader(r.body))
-	dec.DisallowUnknownFields()
 	var de docError
-	if err := dec.Decode(&de); err != nil {
-		t.Fatalf("error body not in the SPEC shape: %v: %s", err, r.body)
-	}
+	decodeError(t, r, status, &de)
 	if de.Detail.Code != status || strings.TrimSpace(de.Detail.Message) == "" {
 		t.Fatalf("detail %+v on a %d", de.Detail, status)
 	}

@@ -288,18 +288,8 @@ type apiError struct {
 // given status and returns it.
 func errorOf(t *testing.T, r *resp, status int) apiError {
 	t.Helper()
-	if r.status != status {
-		t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
-	}
-	if ct := r.header.Get("Content-Type"); ct != "application/json" {
-		t.Fatalf("error Content-Type %q, want application/json", ct)
-	}
-	dec := json.NewDecoder(bytes.NewReader(r.body))
-	dec.DisallowUnknownFields()
 	var e apiError
-	if err := dec.Decode(&e); err != nil {
-		t.Fatalf("error body not in the {\"detail\": {...}} shape: %v: %s", err, r.body)
-	}
+	decodeError(t, r, status, &e)
 	if e.Detail.Code != status {
 		t.Fatalf("detail.code %d, want %d: %s", e.Detail.Code, status, r.body)
 	}
@@ -413,4 +403,21 @@ func openRegistry(t *testing.T) *registry.Registry {
 	}
 	t.Cleanup(func() { reg.Close() })
 	return reg
+}
+
+// decodeError checks an error answer's status and content type and
+// decodes its body strictly into v (apiError or docError).
+func decodeError(t *testing.T, r *resp, status int, v any) {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
+	}
+	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("error Content-Type %q, want application/json", ct)
+	}
+	dec := json.NewDecoder(bytes.NewReader(r.body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("error body not in the {\"detail\": {...}} shape: %v: %s", err, r.body)
+	}
 }
