@@ -87,12 +87,6 @@ func ControlPlaneID(td spiffeid.TrustDomain) spiffeid.ID {
 	return id
 }
 
-// EndpointSuffix is the path suffix by which a client checks that a server is
-// endpoint E's sidecar (the xDS SAN matcher uses it).
-func EndpointSuffix(endpoint string) string {
-	return "/" + segEndpoint + "/" + endpoint
-}
-
 // BindingKind says what a node is bound to.
 type BindingKind string
 

@@ -112,13 +112,3 @@ func WithRootLead(d time.Duration) Option {
 func WithMetrics(m *Metrics) Option {
 	return func(o *options) { o.metrics = m }
 }
-
-// WithTokenIssuer sets the iss claim of join tokens.
-func WithTokenIssuer(iss string) Option {
-	return func(o *options) { o.issuer = iss }
-}
-
-// WithTokenAudience sets the aud claim of join tokens.
-func WithTokenAudience(aud string) Option {
-	return func(o *options) { o.audience = aud }
-}

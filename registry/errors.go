@@ -68,8 +68,3 @@ func conflict(format string, args ...any) *Error {
 func unavailable(msg string, cause error) *Error {
 	return &Error{Code: CodeUnavailable, Message: msg, cause: cause}
 }
-
-// Malformed reports input that could not be parsed at all.
-func Malformed(msg string, cause error) *Error {
-	return &Error{Code: CodeMalformed, Message: msg, cause: cause}
-}

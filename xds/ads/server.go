@@ -108,7 +108,6 @@ type config struct {
 	log        *slog.Logger
 	registerer prometheus.Registerer
 	td         string
-	sdsCluster string
 	signer     Signer
 	hook       ResourceHook
 	quiet      time.Duration
@@ -132,10 +131,6 @@ func WithTrustDomain(td string) Option { return func(c *config) { c.td = td } }
 // WithSigner has Envoy and proxy nodes served their own SVID and the bundle
 // over SDS, each stream with a key of its own, renewed at half-life.
 func WithSigner(s Signer) Option { return func(c *config) { c.signer = s } }
-
-// WithSDSCluster points the TLS contexts of Envoy and proxy nodes at an SDS
-// cluster of their bootstrap (a SPIRE agent) instead of serving secrets.
-func WithSDSCluster(name string) Option { return func(c *config) { c.sdsCluster = name } }
 
 // WithDebounce sets how long the registry must be quiet before a change is
 // translated, and the longest a change may wait under a steady stream of
@@ -169,23 +164,20 @@ func New(reg Registry, auth Authenticator, opts ...Option) (*Server, error) {
 	if c.quiet <= 0 || c.maxWait < c.quiet {
 		return nil, fmt.Errorf("ads: debounce quiet %s and maximum %s: want 0 < quiet <= maximum", c.quiet, c.maxWait)
 	}
-	if c.signer != nil && c.sdsCluster != "" {
-		return nil, errors.New("ads: secrets come either from the signer or from the SDS cluster, not both")
-	}
 	m, err := newMetrics(c.registerer)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
 		reg: reg, auth: auth, td: td, signer: c.signer, log: c.log, metrics: m, hook: c.hook,
-		xopts: xds.Options{TrustDomain: td.Name(), SDSCluster: c.sdsCluster},
+		xopts: xds.Options{TrustDomain: td.Name()},
 		quiet: c.quiet, maxWait: c.maxWait, now: c.now,
 		started: make(chan struct{}),
 		streams: map[*stream]struct{}{},
 		nodes:   map[string]*nodeState{},
 	}
-	if c.signer == nil && c.sdsCluster == "" {
-		s.log.Warn("xDS: no signer and no SDS cluster: Envoy and proxy nodes get no secrets and cannot serve TLS")
+	if c.signer == nil {
+		s.log.Warn("xDS: no signer (SPIRE mode): Envoy and proxy nodes get no secrets and cannot serve TLS")
 	}
 	return s, nil
 }

@@ -46,7 +46,6 @@ type Option func(*config)
 type config struct {
 	prefix          string
 	log             *slog.Logger
-	tls             *tls.Config
 	tlsFiles        *tlsFiles
 	dialTimeout     time.Duration
 	commitTimeout   time.Duration
@@ -62,9 +61,6 @@ func WithPrefix(p string) Option { return func(c *config) { c.prefix = p } }
 
 // WithLogger sets the logger for retries, conflicts and recovery.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }
-
-// WithTLS sets the TLS configuration Open dials etcd with.
-func WithTLS(cfg *tls.Config) Option { return func(c *config) { c.tls = cfg } }
 
 // WithTLSFiles makes Open dial etcd over TLS with the CA bundle that
 // verifies etcd's certificate and, when certFile and keyFile are given,
@@ -159,7 +155,7 @@ func Open(ctx context.Context, endpoints []string, opts ...Option) (*Store, erro
 	if len(endpoints) == 0 {
 		return nil, errors.New("etcdstore: no etcd endpoints")
 	}
-	tlsCfg := cfg.tls
+	var tlsCfg *tls.Config
 	if cfg.tlsFiles != nil {
 		var err error
 		if tlsCfg, err = cfg.tlsFiles.load(); err != nil {
